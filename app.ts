@@ -1,0 +1,50 @@
+import type { Application, IBoot } from 'egg';
+import IORedis from 'ioredis';
+import { createAdapter } from '@socket.io/redis-adapter';
+import { MemoryState } from './app/lib/state/memory';
+import { RedisState, CommandClient } from './app/lib/state/redis';
+import { Realtime } from './app/lib/realtime';
+
+export default class AppBoot implements IBoot {
+  private adapterClients: IORedis[] = [];
+
+  constructor(private readonly app: Application) {}
+
+  configWillLoad() {
+    // First in the whole chain, so egg's body-parser errors are rendered as JSON too.
+    this.app.config.coreMiddleware.unshift('errorHandler');
+  }
+
+  async didLoad() {
+    const { app } = this;
+    const s = app.settings;
+    app.sharedState = s.redisUrl
+      ? new RedisState((app as unknown as { redis: CommandClient }).redis, {
+        url: s.redisUrl,
+        prefix: s.redisPrefix,
+        heartbeatMs: s.presenceHeartbeatMs,
+        ttlMs: s.presenceTtlMs,
+        logger: app.coreLogger,
+      })
+      : new MemoryState();
+    app.realtime = new Realtime(app);
+
+    if (s.redisUrl) {
+      // The adapter's own pub/sub connections, separate from egg-redis.
+      const pub = new IORedis(s.redisUrl, { maxRetriesPerRequest: null });
+      const sub = pub.duplicate();
+      for (const c of [ pub, sub ]) c.on('error', err => app.coreLogger.warn('[socket.io adapter] redis: %s', err.message));
+      this.adapterClients = [ pub, sub ];
+      app.io.adapter(createAdapter(pub, sub, { key: `${s.redisPrefix}socket.io`, requestsTimeout: 3000 }));
+    }
+  }
+
+  async willReady() {
+    await this.app.sharedState.start();
+  }
+
+  async beforeClose() {
+    await this.app.sharedState.close();
+    for (const c of this.adapterClients) c.disconnect();
+  }
+}

@@ -1,0 +1,37 @@
+import { Controller } from 'egg';
+import * as rules from '../validator/app';
+import { isPlainObject } from '../validator/common';
+
+/** /apps routes (KV tokens). Every route runs behind uuidAuth (see router). */
+export default class AppsController extends Controller {
+  async install() {
+    const appId = rules.appId(this.ctx.params.appId);
+    const body = (this.ctx.request as { body?: unknown }).body;
+    const note = rules.note(isPlainObject(body) ? body.note : undefined);
+    this.ctx.status = 201;
+    this.ctx.body = await this.service.appInstall.install(this.ctx.device, appId, note);
+  }
+
+  async uninstall() {
+    const installId = rules.installId(this.ctx.params.installId);
+    await this.service.appInstall.uninstall(this.ctx.device, installId);
+    this.ctx.status = 204;
+  }
+
+  async list() {
+    const rows = await this.service.appInstall.list(this.ctx.device, 'ASC');
+    this.ctx.body = {
+      success: true,
+      apps: rows.map(r => ({ id: r.id, appId: r.appId, token: r.token, note: r.note, installedAt: r.installedAt })),
+    };
+  }
+
+  async tokens() {
+    const rows = await this.service.appInstall.list(this.ctx.device, 'DESC');
+    this.ctx.body = {
+      success: true,
+      tokens: rows.map(r => ({ id: r.id, token: r.token, appId: r.appId, installedAt: r.installedAt, note: r.note, name: r.note })),
+      deviceUuid: this.ctx.device.uuid,
+    };
+  }
+}

@@ -1,0 +1,43 @@
+import { Controller } from 'egg';
+import type { AckResult } from '../../lib/realtime';
+
+type Ack = (result: AckResult) => void;
+
+/** Splits egg-socket.io's ctx.args into the payload and the optional ack callback. */
+function parse(args: unknown[]): { payload: unknown; ack?: Ack } {
+  const last = args[args.length - 1];
+  const ack = typeof last === 'function' ? last as Ack : undefined;
+  return { payload: args[0] === last && ack ? undefined : args[0], ack };
+}
+
+function tokenOf(payload: unknown): string | undefined {
+  if (typeof payload !== 'object' || payload === null) return undefined;
+  const p = payload as Record<string, unknown>;
+  for (const v of [ p.token, p.apptoken ]) if (typeof v === 'string' && v !== '') return v;
+  return undefined;
+}
+
+/**
+ * join-token / leave-token / leave-all. Nothing is thrown to the client (Socket.IO 4
+ * drops errors from controllers): every outcome goes through events and the ack.
+ */
+export default class TokenController extends Controller {
+  async join() {
+    const { payload, ack } = parse(this.ctx.args);
+    const token = tokenOf(payload);
+    if (!token) return ack?.({ ok: false, reason: 'missing_token' });
+    ack?.(await this.app.realtime.join(this.ctx.socket, token));
+  }
+
+  async leave() {
+    const { payload, ack } = parse(this.ctx.args);
+    const token = tokenOf(payload);
+    if (!token) return ack?.({ ok: false, reason: 'missing_token' });
+    ack?.(await this.app.realtime.leaveToken(this.ctx.socket, token));
+  }
+
+  async leaveAll() {
+    const { ack } = parse(this.ctx.args);
+    ack?.(await this.app.realtime.leaveAll(this.ctx.socket));
+  }
+}

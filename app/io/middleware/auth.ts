@@ -1,0 +1,29 @@
+import type { Application, Context } from 'egg';
+
+function handshakeToken(query: Record<string, unknown>): string | undefined {
+  for (const name of [ 'token', 'apptoken' ]) {
+    const v = query[name];
+    if (typeof v === 'string' && v !== '') return v;
+  }
+  return undefined;
+}
+
+/**
+ * Connection middleware. Every socket is accepted (a bad token is answered with
+ * `join-error`, as clients expect); a handshake `token`/`apptoken` joins that
+ * token's device room once the connection is established. The code after
+ * `await next()` runs on disconnect and clears the socket's presence.
+ */
+export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
+  const socket = ctx.socket;
+  app.realtime.attach(socket);
+  const token = handshakeToken(socket.handshake.query as Record<string, unknown>);
+  if (token) {
+    // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
+    setImmediate(() => {
+      app.realtime.join(socket, token).catch(err => app.logger.error(err));
+    });
+  }
+  await next();
+  await app.realtime.detach(socket);
+};

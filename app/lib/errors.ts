@@ -1,0 +1,70 @@
+/**
+ * The one error type services and controllers throw. The error-handler middleware
+ * renders it as the contract's error body: {success:false, message, details, code?}.
+ */
+export class HttpError extends Error {
+  readonly status: number;
+  readonly details: unknown;
+  readonly code?: string;
+  readonly headers?: Record<string, string>;
+
+  constructor(status: number, message: string, opts: { details?: unknown; code?: string; headers?: Record<string, string> } = {}) {
+    super(message);
+    this.name = 'HttpError';
+    this.status = status;
+    this.details = opts.details ?? null;
+    this.code = opts.code;
+    this.headers = opts.headers;
+  }
+}
+
+export const badRequest = (message: string, details?: unknown, code?: string) => new HttpError(400, message, { details, code });
+export const unauthorized = (message: string) => new HttpError(401, message);
+export const forbidden = (message: string) => new HttpError(403, message);
+export const notFound = (message: string) => new HttpError(404, message);
+export const conflict = (message: string) => new HttpError(409, message);
+
+/** A backing service (database, Redis) cannot be reached. */
+export class ServiceUnavailableError extends HttpError {
+  constructor(service: 'database' | 'redis', cause?: unknown) {
+    super(503, service === 'database' ? '数据库服务不可用，请稍后重试' : 'Redis 服务不可用，请稍后重试', {
+      code: 'SERVICE_UNAVAILABLE',
+      details: { service },
+    });
+    if (cause) (this as { cause?: unknown }).cause = cause;
+  }
+}
+
+const DB_UNAVAILABLE = new Set([
+  'SequelizeConnectionError',
+  'SequelizeConnectionRefusedError',
+  'SequelizeConnectionTimedOutError',
+  'SequelizeConnectionAcquireTimeoutError',
+  'SequelizeHostNotFoundError',
+  'SequelizeHostNotReachableError',
+  'SequelizeAccessDeniedError',
+  'ConnectionAcquireTimeoutError',
+]);
+
+const DB_UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST',
+  'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_CANTOPEN', 'SQLITE_FULL',
+]);
+
+/** True when `err` means the database is unreachable (not that the query was wrong). */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { name?: string; parent?: { code?: string }; original?: { code?: string }; code?: string };
+  if (e.name && DB_UNAVAILABLE.has(e.name)) return true;
+  const code = e.parent?.code ?? e.original?.code ?? e.code;
+  return !!code && DB_UNAVAILABLE_CODES.has(code) && (e.name ?? '').startsWith('Sequelize');
+}
+
+/** True when `err` comes from an unreachable Redis (ioredis). */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { name?: string; message?: string };
+  if (e.name === 'MaxRetriesPerRequestError') return true;
+  const m = e.message ?? '';
+  return /Stream isn't writeable|Connection is closed|enableOfflineQueue|ECONNREFUSED|Command timed out/.test(m);
+}

@@ -1,0 +1,20 @@
+import { EventEmitter } from 'node:events';
+
+/** Published by the KV service after a write has been committed. */
+export type KvChange =
+  | { uuid: string; key: string; action: 'upsert'; created: boolean; updatedAt: string; revision: number; batch?: true }
+  | { uuid: string; key: string; action: 'delete'; deletedAt: string; revision: number };
+
+/**
+ * In-process channel from the KV write path to whoever listens (the realtime
+ * layer). HTTP code publishes here and knows nothing about sockets.
+ */
+export class KvEvents extends EventEmitter {
+  publish(change: KvChange) {
+    this.emit('change', change);
+  }
+
+  subscribe(listener: (change: KvChange) => void) {
+    this.on('change', listener);
+  }
+}

@@ -1,0 +1,25 @@
+import type { Context } from 'egg';
+import { isPlainObject } from '../validator/common';
+
+export type TokenSource = 'header' | 'bearer' | 'query.token' | 'query.apptoken' | 'body.token' | 'body.apptoken';
+
+/**
+ * Finds the KV token of a request. First match wins: header x-app-token;
+ * Authorization: Bearer; query token; query apptoken; body token; body apptoken.
+ */
+export function extractKvToken(ctx: Context): { token: string; source: TokenSource } | undefined {
+  const header = ctx.get('x-app-token');
+  if (header) return { token: header, source: 'header' };
+  const auth = ctx.get('authorization');
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+  if (bearer) return { token: bearer[1], source: 'bearer' };
+  const q = ctx.query as Record<string, string | undefined>;
+  if (typeof q.token === 'string' && q.token) return { token: q.token, source: 'query.token' };
+  if (typeof q.apptoken === 'string' && q.apptoken) return { token: q.apptoken, source: 'query.apptoken' };
+  const body = (ctx.request as { body?: unknown }).body;
+  if (isPlainObject(body)) {
+    if (typeof body.token === 'string' && body.token) return { token: body.token, source: 'body.token' };
+    if (typeof body.apptoken === 'string' && body.apptoken) return { token: body.apptoken, source: 'body.apptoken' };
+  }
+  return undefined;
+}

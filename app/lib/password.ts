@@ -1,0 +1,25 @@
+import crypto from 'node:crypto';
+import bcrypt from 'bcryptjs';
+
+/** Bcrypt hashes ($2a$/$2b$/$2y$, any cost): the original server's cost-8 hashes verify. */
+export async function hashPassword(plain: string, cost: number): Promise<string> {
+  return bcrypt.hash(plain, cost);
+}
+
+export async function verifyPassword(plain: string, hash: string): Promise<boolean> {
+  if (!/^\$2[aby]\$\d\d\$/.test(hash)) return false;
+  // bcryptjs compares the final hashes in constant time.
+  return bcrypt.compare(plain, hash.replace(/^\$2y\$/, '$2b$'));
+}
+
+/** Constant-time equality for secrets of any length. */
+export function safeEqual(a: string, b: string): boolean {
+  const ha = crypto.createHash('sha256').update(a).digest();
+  const hb = crypto.createHash('sha256').update(b).digest();
+  return crypto.timingSafeEqual(ha, hb) && a.length === b.length;
+}
+
+/** 64 lowercase hex characters from the OS's cryptographic source. */
+export function newToken(): string {
+  return crypto.randomBytes(32).toString('hex');
+}

@@ -1,0 +1,184 @@
+import type { Application } from 'egg';
+import type { Socket } from 'socket.io';
+import type { KvChange } from './kvEvents';
+import { isDatabaseUnavailable } from './errors';
+
+export type AckResult = { ok: true; uuid?: string } | { ok: false; reason: 'missing_token' | 'invalid_token' | 'database_error' };
+
+/** What this worker remembers about one of its sockets. */
+interface SocketState {
+  /** device uuid → tokens this socket joined it with */
+  rooms: Map<string, Set<string>>;
+  closed: boolean;
+}
+
+/**
+ * The realtime channel of one worker: token rooms, presence, and fan-out of KV
+ * changes. Rooms are device uuids; broadcasts go through the Socket.IO adapter
+ * (Redis in a cluster), presence counts through the shared state.
+ */
+export class Realtime {
+  private readonly sockets = new Map<string, { socket: Socket; state: SocketState }>();
+  /** token → ids of local sockets that joined with it (for revocation). */
+  private readonly byToken = new Map<string, Set<string>>();
+
+  constructor(private readonly app: Application) {
+    app.kvEvents.subscribe(change => this.broadcastChange(change));
+    app.sharedState.onMessage(message => {
+      if (message.type === 'token-revoked') {
+        app.tokenCache.delete(message.token);
+        this.revoke(message.token, message.uuid);
+      } else if (message.type === 'token-cache-clear') {
+        app.tokenCache.clear();
+      }
+    });
+  }
+
+  private get io() {
+    return this.app.io.of('/');
+  }
+
+  private broadcastChange(change: KvChange) {
+    this.io.to(change.uuid).emit('kv-key-changed', change);
+  }
+
+  /** Called by the connection middleware once a socket is connected. */
+  attach(socket: Socket): SocketState {
+    const state: SocketState = { rooms: new Map(), closed: false };
+    this.sockets.set(socket.id, { socket, state });
+    return state;
+  }
+
+  private stateOf(socket: Socket): SocketState {
+    return this.sockets.get(socket.id)?.state ?? this.attach(socket);
+  }
+
+  private async resolve(token: string) {
+    const ctx = this.app.createAnonymousContext();
+    return ctx.service.appInstall.resolveToken(token);
+  }
+
+  /** Room count after a change; falls back to this worker's view if shared state is down. */
+  private async count(op: () => Promise<number>, uuid: string): Promise<number> {
+    try {
+      return await op();
+    } catch (err) {
+      this.app.logger.warn('[realtime] presence unavailable: %s', (err as Error).message);
+      return this.io.adapter.rooms.get(uuid)?.size ?? 0;
+    }
+  }
+
+  async join(socket: Socket, token: string): Promise<AckResult> {
+    let info;
+    try {
+      info = await this.resolve(token);
+    } catch (err) {
+      this.app.logger.warn('[realtime] token lookup failed: %s', (err as Error).message);
+      const reason = 'database_error' as const;
+      if (!isDatabaseUnavailable(err)) this.app.logger.error(err as Error);
+      socket.emit('join-error', { by: 'token', reason });
+      return { ok: false, reason };
+    }
+    if (!info) {
+      socket.emit('join-error', { by: 'token', reason: 'invalid_token' });
+      return { ok: false, reason: 'invalid_token' };
+    }
+    const state = this.stateOf(socket);
+    if (state.closed || socket.disconnected) return { ok: false, reason: 'invalid_token' };
+    const { uuid } = info;
+    socket.join(uuid);
+    let tokens = state.rooms.get(uuid);
+    if (!tokens) {
+      tokens = new Set();
+      state.rooms.set(uuid, tokens);
+    }
+    tokens.add(token);
+    let holders = this.byToken.get(token);
+    if (!holders) {
+      holders = new Set();
+      this.byToken.set(token, holders);
+    }
+    holders.add(socket.id);
+
+    const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
+    if (state.closed) {
+      // Disconnected while we were registering: undo.
+      await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
+      return { ok: false, reason: 'invalid_token' };
+    }
+    this.io.to(uuid).emit('device-joined', { uuid, connections });
+    socket.emit('joined', { by: 'token', uuid });
+    return { ok: true, uuid };
+  }
+
+  async leaveToken(socket: Socket, token: string): Promise<AckResult> {
+    let info;
+    try {
+      info = await this.resolve(token);
+    } catch (err) {
+      this.app.logger.warn('[realtime] token lookup failed: %s', (err as Error).message);
+      return { ok: false, reason: 'database_error' };
+    }
+    if (!info) return { ok: false, reason: 'invalid_token' };
+    await this.leaveRoom(socket, info.uuid);
+    return { ok: true, uuid: info.uuid };
+  }
+
+  async leaveAll(socket: Socket): Promise<AckResult> {
+    const state = this.stateOf(socket);
+    for (const uuid of [ ...state.rooms.keys() ]) await this.leaveRoom(socket, uuid);
+    return { ok: true };
+  }
+
+  private forget(socketId: string, state: SocketState, uuid: string) {
+    for (const token of state.rooms.get(uuid) ?? []) {
+      const holders = this.byToken.get(token);
+      holders?.delete(socketId);
+      if (holders && holders.size === 0) this.byToken.delete(token);
+    }
+    state.rooms.delete(uuid);
+  }
+
+  /** Leaves a device room (if joined) and tells the room the new count. */
+  private async leaveRoom(socket: Socket, uuid: string) {
+    const state = this.stateOf(socket);
+    if (!state.rooms.has(uuid)) return;
+    this.forget(socket.id, state, uuid);
+    socket.leave(uuid);
+    const connections = await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
+    this.io.to(uuid).emit('device-left', { uuid, connections });
+  }
+
+  /** Runs after a socket disconnected (connection middleware, after `await next()`). */
+  async detach(socket: Socket) {
+    const entry = this.sockets.get(socket.id);
+    if (!entry) return;
+    entry.state.closed = true;
+    this.sockets.delete(socket.id);
+    for (const uuid of [ ...entry.state.rooms.keys() ]) {
+      this.forget(socket.id, entry.state, uuid);
+      const connections = await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
+      this.io.to(uuid).emit('device-left', { uuid, connections });
+    }
+  }
+
+  /** A token was uninstalled (on any worker): its sockets here leave its device room. */
+  revoke(token: string, uuid: string) {
+    const holders = this.byToken.get(token);
+    if (!holders) return;
+    this.byToken.delete(token);
+    for (const socketId of holders) {
+      const entry = this.sockets.get(socketId);
+      if (!entry) continue;
+      const tokens = entry.state.rooms.get(uuid);
+      tokens?.delete(token);
+      if (tokens && tokens.size > 0) continue; // still joined with another valid token
+      entry.state.rooms.delete(uuid);
+      entry.socket.leave(uuid);
+      entry.socket.emit('left', { by: 'token', uuid, reason: 'token_revoked' });
+      this.count(() => this.app.sharedState.presenceLeave(uuid, socketId), uuid)
+        .then(connections => this.io.to(uuid).emit('device-left', { uuid, connections }))
+        .catch(() => undefined);
+    }
+  }
+}

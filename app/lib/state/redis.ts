@@ -1,0 +1,272 @@
+import os from 'node:os';
+import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import IORedis, { Redis as RedisClient } from 'ioredis';
+import type { BusMessage, ConsumeResult, DeviceCodeStatus, PresenceEntry, RateHit, SharedState } from './types';
+
+/** Minimal surface of the egg-redis (ioredis 4) client used here. */
+export interface CommandClient {
+  eval(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
+  evalsha(sha: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
+  publish(channel: string, message: string): Promise<number>;
+  pipeline(): { hlen(key: string): unknown; exec(): Promise<Array<[Error | null, unknown]>> };
+  smembers(key: string): Promise<string[]>;
+  hlen(key: string): Promise<number>;
+  exists(...keys: string[]): Promise<number>;
+  set(...args: Array<string | number>): Promise<unknown>;
+  sadd(key: string, ...members: string[]): Promise<number>;
+  del(...keys: string[]): Promise<number>;
+}
+
+const LUA = {
+  rateHit: `
+local c = redis.call('INCR', KEYS[1])
+if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local t = redis.call('PTTL', KEYS[1])
+if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); t = tonumber(ARGV[1]) end
+return {c, t}`,
+  ratePeek: `
+local c = redis.call('GET', KEYS[1])
+if not c then return {0, 0} end
+return {tonumber(c), redis.call('PTTL', KEYS[1])}`,
+  codeCreate: `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'createdAt', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`,
+  codeBind: `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'token', ARGV[1])
+return 1`,
+  codeConsume: `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local token = redis.call('HGET', KEYS[1], 'token')
+if token then redis.call('DEL', KEYS[1]); return {1, token} end
+return {2, redis.call('PTTL', KEYS[1])}`,
+  codeStatus: `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+return {1, redis.call('HGET', KEYS[1], 'createdAt'), redis.call('HGET', KEYS[1], 'token') or '', redis.call('PTTL', KEYS[1])}`,
+  presenceJoin: `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return redis.call('HLEN', KEYS[1])`,
+  presenceLeave: `
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[3])
+local n = redis.call('HLEN', KEYS[1])
+if n == 0 then redis.call('SREM', KEYS[3], ARGV[4]) end
+return n`,
+  // Drops every socket of a dead instance. KEYS: instance set, devices set, instances set.
+  presenceSweep: `
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, m in ipairs(members) do
+  local sep = string.find(m, '|', 1, true)
+  if sep then
+    local sid = string.sub(m, 1, sep - 1)
+    local uuid = string.sub(m, sep + 1)
+    local dk = ARGV[1] .. uuid
+    if redis.call('HGET', dk, sid) == ARGV[2] then redis.call('HDEL', dk, sid) end
+    if redis.call('HLEN', dk) == 0 then redis.call('SREM', KEYS[2], uuid) end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return #members`,
+};
+
+type ScriptName = keyof typeof LUA;
+const SHA = Object.fromEntries(
+  Object.entries(LUA).map(([ k, v ]) => [ k, crypto.createHash('sha1').update(v).digest('hex') ]),
+) as Record<ScriptName, string>;
+
+export interface RedisStateOptions {
+  url: string;
+  prefix: string;
+  heartbeatMs: number;
+  ttlMs: number;
+  logger: { warn(...args: unknown[]): void; info(...args: unknown[]): void };
+}
+
+/** Cluster-wide state in Redis; see types.ts for the contract of each method. */
+export class RedisState implements SharedState {
+  readonly kind = 'redis' as const;
+  readonly instanceId = `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
+  private readonly local = new EventEmitter();
+  /** This process's own presence entries, re-registered if Redis loses them. */
+  private readonly mine = new Map<string, Set<string>>();
+  private subscriber?: RedisClient;
+  private timer?: NodeJS.Timeout;
+  private readonly channel: string;
+
+  constructor(private readonly client: CommandClient, private readonly opts: RedisStateOptions) {
+    this.channel = `${opts.prefix}bus`;
+  }
+
+  private key(...parts: string[]) {
+    return this.opts.prefix + parts.join(':');
+  }
+
+  private async run(name: ScriptName, keys: string[], args: Array<string | number>): Promise<any> {
+    try {
+      return await this.client.evalsha(SHA[name], keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!/NOSCRIPT/.test((err as Error).message ?? '')) throw err;
+      return this.client.eval(LUA[name], keys.length, ...keys, ...args);
+    }
+  }
+
+  async start() {
+    this.subscriber = new IORedis(this.opts.url, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.subscriber.on('error', err => this.opts.logger.warn('[state] subscriber error: %s', err.message));
+    let everReady = false;
+    this.subscriber.on('ready', () => {
+      if (everReady) {
+        // Messages may have been missed while disconnected: drop cached tokens and
+        // put our presence back (Redis may have restarted empty).
+        this.opts.logger.info('[state] redis reconnected, resynchronising');
+        this.local.emit('message', { type: 'token-cache-clear' } satisfies BusMessage);
+        this.heartbeat(true).catch(() => undefined);
+      }
+      everReady = true;
+    });
+    this.subscriber.on('message', (_channel: string, raw: string) => {
+      let parsed: { origin?: string; message?: BusMessage };
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        return;
+      }
+      if (parsed.origin === this.instanceId || !parsed.message) return;
+      this.local.emit('message', parsed.message);
+    });
+    await this.subscriber.connect();
+    await this.subscriber.subscribe(this.channel);
+    await this.heartbeat(true);
+    this.timer = setInterval(() => {
+      this.heartbeat(false).catch(err => this.opts.logger.warn('[state] presence heartbeat failed: %s', (err as Error).message));
+    }, this.opts.heartbeatMs);
+    this.timer.unref();
+  }
+
+  async close() {
+    if (this.timer) clearInterval(this.timer);
+    try {
+      // Leave no ghost sockets behind on a clean shutdown.
+      await this.run('presenceSweep', [ this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices'), this.key('presence', 'instances') ],
+        [ this.key('presence', 'dev', ''), this.instanceId ]);
+      await this.client.del(this.key('presence', 'alive', this.instanceId));
+    } catch {
+      // Redis may be gone already; the TTL cleans up.
+    }
+    this.local.removeAllListeners();
+    this.subscriber?.disconnect();
+  }
+
+  /**
+   * Marks this instance alive and removes the sockets of instances that stopped
+   * marking themselves (crashed workers): they disappear within ttlMs + heartbeatMs.
+   */
+  private async heartbeat(force: boolean) {
+    const alive = this.key('presence', 'alive', this.instanceId);
+    const refreshed = force ? null : await this.client.set(alive, '1', 'PX', this.opts.ttlMs, 'XX');
+    if (!refreshed) {
+      await this.client.set(alive, '1', 'PX', this.opts.ttlMs);
+      await this.client.sadd(this.key('presence', 'instances'), this.instanceId);
+      for (const [ uuid, sockets ] of this.mine) {
+        for (const sid of sockets) await this.joinScript(uuid, sid);
+      }
+    }
+    const instances = await this.client.smembers(this.key('presence', 'instances'));
+    for (const inst of instances) {
+      if (inst === this.instanceId) continue;
+      if (await this.client.exists(this.key('presence', 'alive', inst))) continue;
+      await this.run('presenceSweep', [ this.key('presence', 'inst', inst), this.key('presence', 'devices'), this.key('presence', 'instances') ],
+        [ this.key('presence', 'dev', ''), inst ]);
+    }
+  }
+
+  async rateHit(bucket: string, id: string, windowMs: number): Promise<RateHit> {
+    const [ count, ttl ] = await this.run('rateHit', [ this.key('rl', bucket, id) ], [ windowMs ]) as [number, number];
+    return { count: Number(count), resetMs: Number(ttl) };
+  }
+
+  async ratePeek(bucket: string, id: string): Promise<RateHit> {
+    const [ count, ttl ] = await this.run('ratePeek', [ this.key('rl', bucket, id) ], []) as [number, number];
+    return { count: Number(count), resetMs: Math.max(0, Number(ttl)) };
+  }
+
+  async deviceCodeCreate(code: string, ttlMs: number, now: number) {
+    return Number(await this.run('codeCreate', [ this.key('dc', code) ], [ now, ttlMs ])) === 1;
+  }
+
+  async deviceCodeBind(code: string, token: string) {
+    return Number(await this.run('codeBind', [ this.key('dc', code) ], [ token ])) === 1;
+  }
+
+  async deviceCodeConsume(code: string): Promise<ConsumeResult> {
+    const r = await this.run('codeConsume', [ this.key('dc', code) ], []) as [number, string | number];
+    if (Number(r[0]) === 1) {
+      return { status: 'success', token: String(r[1]) };
+    }
+    if (Number(r[0]) === 2) return { status: 'pending', ttlMs: Number(r[1]) };
+    return { status: 'expired' };
+  }
+
+  async deviceCodeStatus(code: string): Promise<DeviceCodeStatus | null> {
+    const r = await this.run('codeStatus', [ this.key('dc', code) ], []) as [number, string, string, number];
+    if (Number(r[0]) !== 1) return null;
+    return { createdAt: Number(r[1]), token: r[2] || null, ttlMs: Number(r[3]) };
+  }
+
+  private joinScript(uuid: string, socketId: string) {
+    return this.run('presenceJoin',
+      [ this.key('presence', 'dev', uuid), this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices') ],
+      [ socketId, this.instanceId, `${socketId}|${uuid}`, uuid ]);
+  }
+
+  async presenceJoin(uuid: string, socketId: string) {
+    let set = this.mine.get(uuid);
+    if (!set) {
+      set = new Set();
+      this.mine.set(uuid, set);
+    }
+    set.add(socketId);
+    return Number(await this.joinScript(uuid, socketId));
+  }
+
+  async presenceLeave(uuid: string, socketId: string) {
+    const set = this.mine.get(uuid);
+    if (set) {
+      set.delete(socketId);
+      if (set.size === 0) this.mine.delete(uuid);
+    }
+    return Number(await this.run('presenceLeave',
+      [ this.key('presence', 'dev', uuid), this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices') ],
+      [ socketId, this.instanceId, `${socketId}|${uuid}`, uuid ]));
+  }
+
+  async presenceCount(uuid: string) {
+    return this.client.hlen(this.key('presence', 'dev', uuid));
+  }
+
+  async presenceList(): Promise<PresenceEntry[]> {
+    const uuids = await this.client.smembers(this.key('presence', 'devices'));
+    if (uuids.length === 0) return [];
+    const pipe = this.client.pipeline();
+    for (const uuid of uuids) pipe.hlen(this.key('presence', 'dev', uuid));
+    const results = await pipe.exec();
+    return uuids
+      .map((uuid, i) => ({ uuid, connections: Number(results[i][1] ?? 0) }))
+      .filter(e => e.connections > 0);
+  }
+
+  async publish(message: BusMessage) {
+    this.local.emit('message', message);
+    await this.client.publish(this.channel, JSON.stringify({ origin: this.instanceId, message }));
+  }
+
+  onMessage(handler: (message: BusMessage) => void) {
+    this.local.on('message', handler);
+  }
+}

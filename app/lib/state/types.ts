@@ -1,0 +1,62 @@
+/**
+ * Cross-worker state. One interface, two implementations: Redis (cluster, several
+ * instances) and in-process memory (embedded default, one worker). Every key
+ * name and TTL lives in the implementation, never in callers.
+ */
+export interface RateHit {
+  count: number;
+  /** Milliseconds until the window resets. */
+  resetMs: number;
+}
+
+export interface DeviceCodeStatus {
+  createdAt: number;
+  token: string | null;
+  /** Milliseconds left. */
+  ttlMs: number;
+}
+
+export type ConsumeResult =
+  | { status: 'success'; token: string }
+  | { status: 'pending'; ttlMs: number }
+  | { status: 'expired' };
+
+export interface PresenceEntry {
+  uuid: string;
+  connections: number;
+}
+
+export type BusMessage =
+  | { type: 'token-revoked'; token: string; uuid: string }
+  | { type: 'token-cache-clear' };
+
+export interface SharedState {
+  readonly kind: 'redis' | 'memory';
+
+  /** Counts one hit in a fixed window of `windowMs` starting at the first hit. */
+  rateHit(bucket: string, id: string, windowMs: number): Promise<RateHit>;
+  /** Reads a counter without counting a hit (count 0 when absent). */
+  ratePeek(bucket: string, id: string): Promise<RateHit>;
+
+  /** Creates a device code if it does not exist yet; false when taken. */
+  deviceCodeCreate(code: string, ttlMs: number, now: number): Promise<boolean>;
+  /** Attaches a token to a live code; false when the code does not exist (or expired). */
+  deviceCodeBind(code: string, token: string): Promise<boolean>;
+  /** Returns the token and deletes the code when bound; pending or expired otherwise. */
+  deviceCodeConsume(code: string): Promise<ConsumeResult>;
+  deviceCodeStatus(code: string): Promise<DeviceCodeStatus | null>;
+
+  /** Records a socket in a device room; returns the room's cluster-wide count. */
+  presenceJoin(uuid: string, socketId: string): Promise<number>;
+  /** Removes a socket from a device room; returns the remaining count. */
+  presenceLeave(uuid: string, socketId: string): Promise<number>;
+  presenceCount(uuid: string): Promise<number>;
+  presenceList(): Promise<PresenceEntry[]>;
+
+  /** Sends a message to every worker of every instance, this one included. */
+  publish(message: BusMessage): Promise<void>;
+  onMessage(handler: (message: BusMessage) => void): void;
+
+  start(): Promise<void>;
+  close(): Promise<void>;
+}

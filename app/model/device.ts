@@ -1,0 +1,28 @@
+import type { Application } from 'egg';
+import type { Model } from 'sequelize';
+
+export interface DeviceAttributes {
+  id: number;
+  uuid: string;
+  name: string | null;
+  password: string | null;
+  passwordHint: string | null;
+  revision: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** Maps the `devices` table. */
+export default (app: Application) => {
+  const { STRING, INTEGER, BIGINT, DATE } = app.Sequelize;
+  return app.model.define<Model<DeviceAttributes, Partial<DeviceAttributes>>, DeviceAttributes>('Device', {
+    id: { type: INTEGER, primaryKey: true, autoIncrement: true },
+    uuid: { type: STRING(191), allowNull: false, unique: true },
+    name: { type: STRING(255), allowNull: true },
+    password: { type: STRING(255), allowNull: true },
+    passwordHint: { type: STRING(255), allowNull: true },
+    revision: { type: BIGINT, allowNull: false, defaultValue: 0 },
+    createdAt: { type: DATE(3), allowNull: false },
+    updatedAt: { type: DATE(3), allowNull: false },
+  }, { tableName: 'devices' });
+};

@@ -1,0 +1,64 @@
+import crypto from 'node:crypto';
+import { Service } from 'egg';
+import { forbidden, notFound } from '../lib/errors';
+import { newToken } from '../lib/password';
+import type { TokenInfo } from '../lib/tokenCache';
+import type { AppInstallAttributes } from '../model/appInstall';
+import type { DeviceAttributes } from '../model/device';
+
+/** App installs: the KV tokens of a device. */
+export default class AppInstallService extends Service {
+  async install(device: DeviceAttributes, appId: string, note: string | null) {
+    const row = (await this.ctx.model.AppInstall.create({
+      id: crypto.randomUUID(),
+      deviceId: device.id,
+      appId,
+      token: newToken(),
+      note,
+    })).get({ plain: true });
+    return { id: row.id, appId: row.appId, token: row.token, note: row.note, name: row.note, installedAt: row.installedAt };
+  }
+
+  /**
+   * Deletes an install. Its token stops working at once on every worker (cache
+   * entries dropped) and sockets that joined with it leave the room (realtime layer).
+   */
+  async uninstall(device: DeviceAttributes, installId: string) {
+    const row = await this.ctx.model.AppInstall.findByPk(installId, { raw: true }) as AppInstallAttributes | null;
+    if (!row) throw notFound('应用未安装');
+    if (row.deviceId !== device.id) throw forbidden('无权操作此安装记录');
+    await this.ctx.model.AppInstall.destroy({ where: { id: row.id } });
+    this.app.tokenCache.delete(row.token);
+    try {
+      await this.app.sharedState.publish({ type: 'token-revoked', token: row.token, uuid: device.uuid });
+    } catch (err) {
+      // The row is gone; other workers drop the token when their cache entry expires
+      // or when they reconnect to Redis (they clear their caches then).
+      this.ctx.logger.warn('[apps] token revocation broadcast failed: %s', (err as Error).message);
+    }
+  }
+
+  async list(device: DeviceAttributes, order: 'ASC' | 'DESC') {
+    return await this.ctx.model.AppInstall.findAll({
+      where: { deviceId: device.id },
+      order: [[ 'installedAt', order ], [ 'id', order ]],
+      raw: true,
+    }) as unknown as AppInstallAttributes[];
+  }
+
+  /** token → device, from this worker's cache or one indexed query. */
+  async resolveToken(token: string): Promise<TokenInfo | null> {
+    const cached = this.app.tokenCache.get(token);
+    if (cached) return cached;
+    if (token.length > 255) return null;
+    const rows = await this.ctx.model.query(
+      'SELECT a.id AS installId, a.deviceId AS deviceId, d.uuid AS uuid FROM app_installs a ' +
+      'JOIN devices d ON d.id = a.deviceId WHERE a.token = ?',
+      { replacements: [ token ], type: 'SELECT', raw: true },
+    ) as Array<{ installId: string; deviceId: number; uuid: string }>;
+    if (rows.length === 0) return null;
+    const info: TokenInfo = { installId: rows[0].installId, deviceId: Number(rows[0].deviceId), uuid: rows[0].uuid, token };
+    this.app.tokenCache.set(info);
+    return info;
+  }
+}

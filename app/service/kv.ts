@@ -1,0 +1,169 @@
+import { Service } from 'egg';
+import { QueryTypes, Transaction } from 'sequelize';
+import { notFound } from '../lib/errors';
+import type { KvChange } from '../lib/kvEvents';
+import type { TokenInfo } from '../lib/tokenCache';
+import type { ListQuery } from '../validator/kv';
+import type { KvEntryAttributes } from '../model/kvEntry';
+
+type Meta = Pick<KvEntryAttributes, 'key' | 'creatorIp' | 'createdAt' | 'updatedAt'>;
+
+const notFoundKey = (key: string) => notFound(`未找到键名为 '${key}' 的记录`);
+
+/**
+ * Key-value entries of a device. Every write commits first and then publishes a
+ * KvChange (app.kvEvents); reads are single indexed queries returning stored text.
+ */
+export default class KvService extends Service {
+  private get db() {
+    return this.ctx.model;
+  }
+
+  /** The stored JSON text of a key (served as-is, never re-serialised). */
+  async getRaw(deviceId: number, key: string): Promise<string> {
+    const rows = await this.db.query('SELECT value FROM kv_entries WHERE deviceId = ? AND `key` = ?', {
+      replacements: [ deviceId, key ], type: QueryTypes.SELECT, raw: true,
+    }) as Array<{ value: string }>;
+    if (rows.length === 0) throw notFoundKey(key);
+    return rows[0].value;
+  }
+
+  private static metadata(deviceId: number, row: Meta) {
+    return {
+      deviceId,
+      key: row.key,
+      metadata: { creatorIp: row.creatorIp ?? '', createdAt: new Date(row.createdAt), updatedAt: new Date(row.updatedAt) },
+    };
+  }
+
+  async metadata(deviceId: number, key: string) {
+    const row = await this.db.KvEntry.findOne({
+      attributes: [ 'key', 'creatorIp', 'createdAt', 'updatedAt' ],
+      where: { deviceId, key },
+      raw: true,
+    }) as Meta | null;
+    if (!row) throw notFoundKey(key);
+    return KvService.metadata(deviceId, row);
+  }
+
+  async count(deviceId: number) {
+    return this.db.KvEntry.count({ where: { deviceId } });
+  }
+
+  async list(deviceId: number, q: ListQuery) {
+    const [ rows, total ] = await Promise.all([
+      this.db.KvEntry.findAll({
+        attributes: [ 'key', 'creatorIp', 'createdAt', 'updatedAt' ],
+        where: { deviceId },
+        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
+        limit: q.limit,
+        offset: q.skip,
+        raw: true,
+      }) as unknown as Promise<Meta[]>,
+      this.count(deviceId),
+    ]);
+    return { items: rows.map(r => KvService.metadata(deviceId, r)), total };
+  }
+
+  async keys(deviceId: number, q: ListQuery) {
+    const [ rows, total ] = await Promise.all([
+      this.db.KvEntry.findAll({
+        attributes: [ 'key' ],
+        where: { deviceId },
+        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
+        limit: q.limit,
+        offset: q.skip,
+        raw: true,
+      }) as unknown as Promise<Array<{ key: string }>>,
+      this.count(deviceId),
+    ]);
+    return { keys: rows.map(r => r.key), total };
+  }
+
+  /**
+   * Raises the device's revision by `n` and returns the first new number. The row
+   * lock taken here also serialises concurrent writes of one device, so `created`
+   * and revisions are exact.
+   */
+  private async bumpRevision(deviceId: number, n: number, transaction: Transaction): Promise<number> {
+    await this.db.query('UPDATE devices SET revision = revision + ? WHERE id = ?', {
+      replacements: [ n, deviceId ], transaction, type: QueryTypes.UPDATE,
+    });
+    const rows = await this.db.query('SELECT revision FROM devices WHERE id = ?', {
+      replacements: [ deviceId ], transaction, type: QueryTypes.SELECT, raw: true,
+    }) as Array<{ revision: number | string }>;
+    return Number(rows[0].revision) - n + 1;
+  }
+
+  async upsert(device: TokenInfo, key: string, value: unknown, creatorIp: string) {
+    const json = JSON.stringify(value);
+    const now = new Date();
+    let created = false;
+    let revision = 0;
+    await this.db.transaction(async transaction => {
+      revision = await this.bumpRevision(device.deviceId, 1, transaction);
+      const [ affected ] = await this.db.KvEntry.update(
+        { value: json, creatorIp, revision, updatedAt: now },
+        { where: { deviceId: device.deviceId, key }, transaction, silent: true },
+      );
+      if (affected === 0) {
+        created = true;
+        await this.db.KvEntry.create(
+          { deviceId: device.deviceId, key, value: json, creatorIp, revision, createdAt: now, updatedAt: now },
+          { transaction },
+        );
+      }
+    });
+    const change: KvChange = { uuid: device.uuid, key, action: 'upsert', created, updatedAt: now.toISOString(), revision };
+    this.app.kvEvents.publish(change);
+    return { deviceId: device.deviceId, key, created, updatedAt: now };
+  }
+
+  async remove(device: TokenInfo, key: string) {
+    let revision = 0;
+    await this.db.transaction(async transaction => {
+      revision = await this.bumpRevision(device.deviceId, 1, transaction);
+      const n = await this.db.KvEntry.destroy({ where: { deviceId: device.deviceId, key }, transaction });
+      if (n === 0) throw notFoundKey(key);
+    });
+    this.app.kvEvents.publish({ uuid: device.uuid, key, action: 'delete', deletedAt: new Date().toISOString(), revision });
+  }
+
+  /** All or nothing: one transaction, then one change per key in input order. */
+  async batchImport(device: TokenInfo, entries: Array<[string, unknown]>, creatorIp: string) {
+    const now = new Date();
+    const keys = entries.map(([ k ]) => k);
+    let first = 0;
+    let existing = new Set<string>();
+    await this.db.transaction(async transaction => {
+      first = await this.bumpRevision(device.deviceId, entries.length, transaction);
+      const found = await this.db.KvEntry.findAll({
+        attributes: [ 'key' ], where: { deviceId: device.deviceId, key: keys }, transaction, raw: true,
+      }) as unknown as Array<{ key: string }>;
+      existing = new Set(found.map(r => r.key));
+      await this.db.KvEntry.bulkCreate(entries.map(([ key, value ], i) => ({
+        deviceId: device.deviceId,
+        key,
+        value: JSON.stringify(value),
+        creatorIp,
+        revision: first + i,
+        createdAt: now,
+        updatedAt: now,
+      })), { transaction, updateOnDuplicate: [ 'value', 'creatorIp', 'revision', 'updatedAt' ] });
+    });
+    const results = keys.map(key => ({ key, created: !existing.has(key) }));
+    const updatedAt = now.toISOString();
+    results.forEach((r, i) => this.app.kvEvents.publish({
+      uuid: device.uuid, key: r.key, action: 'upsert', created: r.created, updatedAt, revision: first + i, batch: true,
+    }));
+    return { deviceId: device.deviceId, total: entries.length, successful: entries.length, failed: 0, results };
+  }
+
+  async info(deviceId: number) {
+    const d = await this.db.Device.findByPk(deviceId, {
+      attributes: [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ], raw: true,
+    });
+    if (!d) throw notFound('设备不存在');
+    return { device: d };
+  }
+}

@@ -1,0 +1,18 @@
+import { badRequest } from '../lib/errors';
+import { isIdentifier, optionalText } from './common';
+
+/** Input rules of the /apps routes. */
+
+export function appId(v: unknown): string {
+  if (!isIdentifier(v)) throw badRequest('应用ID无效：需要 1 到 191 个字符的字符串', { field: 'appId' });
+  return v;
+}
+
+export function installId(v: unknown): string {
+  if (!isIdentifier(v, 64)) throw badRequest('安装ID无效', { field: 'installId' });
+  return v;
+}
+
+export function note(v: unknown): string | null {
+  return optionalText(v, '备注', 1000) ?? null;
+}

@@ -1,0 +1,28 @@
+import { badRequest } from '../lib/errors';
+import { isIdentifier, optionalText } from './common';
+
+/** Input rules of the /devices routes. Messages are the contract's. */
+
+export function deviceUuid(v: unknown): string {
+  if (v === undefined || v === null || v === '') throw badRequest('设备UUID是必需的');
+  if (!isIdentifier(v)) throw badRequest('设备UUID无效：需要 1 到 191 个字符的字符串', { field: 'uuid' });
+  return v;
+}
+
+export function deviceName(v: unknown): string {
+  if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) throw badRequest('设备名称是必需的');
+  if (typeof v !== 'string') throw badRequest('设备名称必须是字符串', { field: 'name' });
+  return optionalText(v, '设备名称', 255) as string;
+}
+
+export function newPassword(v: unknown): string {
+  if (v === undefined || v === null || v === '') throw badRequest('新密码是必需的');
+  if (typeof v !== 'string') throw badRequest('新密码必须是字符串', { field: 'newPassword' });
+  if (Buffer.byteLength(v) > 72) throw badRequest('新密码不能超过 72 个字节', { field: 'newPassword', max: 72 });
+  return v;
+}
+
+export function passwordHint(v: unknown): string | null | undefined {
+  const hint = optionalText(v, '密码提示', 255);
+  return hint === '' ? null : hint;
+}

@@ -1,0 +1,145 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { EggAppConfig, EggAppInfo, PowerPartial } from 'egg';
+import { loadSettings, Settings } from './env';
+
+/**
+ * egg needs `config.keys` (identical in every worker). The API uses no cookies, so
+ * when APP_KEYS is not set we create a random key once and keep it beside the data,
+ * so every worker (and every restart) reads the same one without any setup.
+ */
+function appKeys(settings: Settings, dataDir: string): string {
+  if (settings.appKeys) return settings.appKeys;
+  const file = path.join(dataDir, '.app-keys');
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    fs.mkdirSync(dataDir, { recursive: true });
+    try {
+      fs.writeFileSync(file, crypto.randomBytes(32).toString('hex'), { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    return fs.readFileSync(file, 'utf8').trim();
+  }
+}
+
+function redisOptions(url: string) {
+  const u = new URL(url);
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port: Number(u.port || 6379),
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : '',
+    db: Number(u.pathname.replace(/^\//, '') || 0),
+    tls: u.protocol === 'rediss:' ? {} : undefined,
+  };
+}
+
+export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
+  const settings = loadSettings();
+  const config = {} as PowerPartial<EggAppConfig>;
+  const dataDir = path.join(process.cwd(), 'data');
+
+  config.keys = appKeys(settings, dataDir);
+  config.classworks = settings;
+
+  // The error handler must wrap egg's own body parser, so it is put first in app.ts.
+  config.middleware = [ 'rateLimit' ];
+
+  config.cluster = { listen: { port: settings.port } } as any;
+
+  config.proxy = settings.trustProxy;
+  // Behind one nginx: the client address is the last hop nginx appended.
+  config.maxProxyCount = 1;
+
+  config.bodyParser = {
+    enable: true,
+    encoding: 'utf8',
+    jsonLimit: settings.bodyLimit,
+    formLimit: settings.bodyLimit,
+    textLimit: settings.bodyLimit,
+    strict: true,
+    enableTypes: [ 'json', 'form', 'text' ],
+  } as any;
+
+  config.security = {
+    csrf: { enable: false },
+    xframe: { enable: false },
+  } as any;
+  config.notfound = { enable: false } as any;
+  config.siteFile = { '/favicon.ico': undefined } as any;
+
+  config.cors = {
+    origin: (ctx: { get(name: string): string }) => {
+      const origin = ctx.get('origin');
+      if (settings.frontendUrls.includes('*')) return '*';
+      return origin && settings.frontendUrls.includes(origin) ? origin : '';
+    },
+    allowMethods: 'GET,HEAD,PUT,POST,DELETE,PATCH,OPTIONS',
+    allowHeaders: [ 'x-app-token', 'x-device-uuid', 'x-device-password', 'x-site-key', 'authorization', 'content-type' ],
+    exposeHeaders: [ 'RateLimit-Policy', 'RateLimit', 'Retry-After' ],
+    maxAge: 86400,
+  } as any;
+
+  const db = settings.database;
+  config.sequelize = (db.dialect === 'mysql' ? {
+    dialect: 'mysql',
+    connectionUri: db.url,
+    timezone: '+00:00',
+    dialectOptions: { charset: 'utf8mb4', connectTimeout: 3000 },
+    pool: { max: 10, min: 0, acquire: 5000, idle: 10000 },
+  } : {
+    dialect: 'sqlite',
+    storage: db.storage,
+    pool: { max: 1, min: 0, acquire: 5000, idle: 60000 },
+  }) as any;
+  Object.assign(config.sequelize as object, {
+    logging: false,
+    benchmark: false,
+    define: { underscored: false, freezeTableName: true, timestamps: true },
+  });
+
+  if (settings.redisUrl) {
+    config.redis = {
+      client: {
+        ...redisOptions(settings.redisUrl),
+        // Fail fast while Redis is away instead of queueing: rate limits fail open,
+        // Redis-only features answer 503.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        connectTimeout: 3000,
+        keyPrefix: undefined,
+      },
+    } as any;
+  }
+
+  config.io = {
+    init: {
+      allowEIO3: true,
+      cors: {
+        origin: settings.frontendUrls.includes('*') ? '*' : settings.frontendUrls,
+        methods: [ 'GET', 'POST' ],
+      },
+      pingInterval: 25000,
+      pingTimeout: 20000,
+      maxHttpBufferSize: 1e6,
+    },
+    namespace: {
+      '/': {
+        connectionMiddleware: [ 'auth' ],
+        packetMiddleware: [],
+      },
+    },
+  } as any;
+
+  config.logger = { disableConsoleAfterReady: false } as any;
+
+  return {
+    ...config,
+    appInfo,
+  };
+};
+
+export { redisOptions };

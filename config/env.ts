@@ -1,0 +1,168 @@
+/**
+ * The one place where environment variables enter the application.
+ *
+ * Every variable is parsed and validated here; a malformed value stops the
+ * process at start-up with a message naming the variable (so `TRUST_PROXY=flase`
+ * never silently becomes `true` or `false`). The rest of the code reads the typed
+ * result through `app.config.classworks`.
+ */
+import path from 'node:path';
+import os from 'node:os';
+
+export type DatabaseSettings =
+  | { dialect: 'mysql'; url: string }
+  | { dialect: 'sqlite'; storage: string };
+
+export interface RateLimitSettings {
+  /** Requests per IP per minute on /devices, /apps and /auth (0 disables). */
+  ip: number;
+  kvRead: number;
+  kvWrite: number;
+  kvDelete: number;
+  kvBatch: number;
+  /** Failed password attempts per IP and device per window (0 disables). */
+  password: number;
+  /** Window length in milliseconds (60 s, as in the contract). */
+  windowMs: number;
+}
+
+export interface Settings {
+  port: number;
+  database: DatabaseSettings;
+  /** `undefined` means embedded mode: in-process state, one worker. */
+  redisUrl?: string;
+  /** Allowed CORS origins; `['*']` allows every origin. */
+  frontendUrls: string[];
+  trustProxy: boolean;
+  bodyLimit: string;
+  batchLimit: number;
+  rateLimit: RateLimitSettings;
+  /** Bcrypt cost for new password hashes. */
+  bcryptCost: number;
+  /** How long a resolved token stays in a worker's cache (ms); 0 disables the cache. */
+  tokenCacheTtlMs: number;
+  tokenCacheMax: number;
+  /** Presence heartbeat period and the time after which a silent worker's sockets are dropped (ms). */
+  presenceHeartbeatMs: number;
+  presenceTtlMs: number;
+  /** Run pending database migrations when the server starts. */
+  autoMigrate: boolean;
+  /** Prefix of every Redis key and channel this server uses. */
+  redisPrefix: string;
+  /** Worker count used by `npm start` (see scripts/start.js). */
+  workers: number;
+  /** Secret keys egg needs for signed cookies (unused by the API, required by egg). */
+  appKeys?: string;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function raw(env: Env, name: string): string | undefined {
+  const v = env[name];
+  if (v === undefined) return undefined;
+  const t = v.trim();
+  return t === '' ? undefined : t;
+}
+
+export function readInt(env: Env, name: string, def: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  if (!/^\d+$/.test(v)) throw new ConfigError(`${name} must be a whole number, got "${v}"`);
+  const n = Number(v);
+  if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+export function readBool(env: Env, name: string, def: boolean): boolean {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  const l = v.toLowerCase();
+  if ([ 'true', '1', 'yes', 'on' ].includes(l)) return true;
+  if ([ 'false', '0', 'no', 'off' ].includes(l)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${v}"`);
+}
+
+function readSize(env: Env, name: string, def: string): string {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  if (!/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i.test(v)) {
+    throw new ConfigError(`${name} must be a size such as 512kb or 2mb, got "${v}"`);
+  }
+  return v.toLowerCase().replace(/\s+/g, '');
+}
+
+function readDatabase(env: Env, cwd: string): DatabaseSettings {
+  const v = raw(env, 'DATABASE_URL');
+  if (v === undefined) {
+    return { dialect: 'sqlite', storage: path.resolve(cwd, raw(env, 'SQLITE_PATH') ?? 'data/classworks-kv.sqlite') };
+  }
+  if (/^sqlite:/i.test(v)) {
+    const p = v.replace(/^sqlite:(\/\/)?/i, '');
+    if (!p) throw new ConfigError('DATABASE_URL sqlite:<path> needs a path');
+    return { dialect: 'sqlite', storage: p === ':memory:' ? p : path.resolve(cwd, p) };
+  }
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new ConfigError('DATABASE_URL must be mysql://user:pass@host:3306/db or sqlite:<path>');
+  }
+  if (u.protocol !== 'mysql:' && u.protocol !== 'mariadb:') {
+    throw new ConfigError(`DATABASE_URL protocol must be mysql: or sqlite:, got ${u.protocol}`);
+  }
+  if (!u.pathname || u.pathname === '/') throw new ConfigError('DATABASE_URL must name a database (mysql://…/db)');
+  u.protocol = 'mysql:';
+  return { dialect: 'mysql', url: u.toString() };
+}
+
+function readRedis(env: Env): string | undefined {
+  const v = raw(env, 'REDIS_URL');
+  if (v === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new ConfigError('REDIS_URL must look like redis://[:pass@]host:6379/<db>');
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+    throw new ConfigError(`REDIS_URL protocol must be redis: or rediss:, got ${u.protocol}`);
+  }
+  const db = u.pathname.replace(/^\//, '');
+  if (db && !/^\d+$/.test(db)) throw new ConfigError(`REDIS_URL database must be a number, got "${db}"`);
+  return v;
+}
+
+export function loadSettings(env: Env = process.env, cwd = process.cwd()): Settings {
+  const redisUrl = readRedis(env);
+  const frontend = (raw(env, 'FRONTEND_URL') ?? '*').split(',').map(s => s.trim()).filter(Boolean);
+  const presenceHeartbeatMs = readInt(env, 'PRESENCE_HEARTBEAT_MS', 5000, 100, 600000);
+  return {
+    port: readInt(env, 'PORT', 3000, 1, 65535),
+    database: readDatabase(env, cwd),
+    redisUrl,
+    frontendUrls: frontend.length ? frontend : [ '*' ],
+    trustProxy: readBool(env, 'TRUST_PROXY', false),
+    bodyLimit: readSize(env, 'BODY_LIMIT', '2mb'),
+    batchLimit: readInt(env, 'BATCH_LIMIT', 1000, 1),
+    rateLimit: {
+      ip: readInt(env, 'RATE_LIMIT_IP', 100),
+      kvRead: readInt(env, 'RATE_LIMIT_KV_READ', 1024),
+      kvWrite: readInt(env, 'RATE_LIMIT_KV_WRITE', 512),
+      kvDelete: readInt(env, 'RATE_LIMIT_KV_DELETE', 256),
+      kvBatch: readInt(env, 'RATE_LIMIT_KV_BATCH', 128),
+      password: readInt(env, 'RATE_LIMIT_PASSWORD', 10),
+      windowMs: 60000,
+    },
+    bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),
+    tokenCacheTtlMs: readInt(env, 'TOKEN_CACHE_TTL_MS', 300000),
+    tokenCacheMax: readInt(env, 'TOKEN_CACHE_MAX', 50000, 1),
+    presenceHeartbeatMs,
+    presenceTtlMs: readInt(env, 'PRESENCE_TTL_MS', presenceHeartbeatMs * 3, presenceHeartbeatMs * 2),
+    autoMigrate: readBool(env, 'AUTO_MIGRATE', true),
+    redisPrefix: raw(env, 'REDIS_PREFIX') ?? 'ckv:',
+    workers: readInt(env, 'WORKERS', redisUrl ? os.cpus().length : 1, 1, 256),
+    appKeys: raw(env, 'APP_KEYS'),
+  };
+}

@@ -1,0 +1,46 @@
+import { app } from 'egg-mock/bootstrap';
+
+let seq = 0;
+
+export interface TestDevice {
+  id: number;
+  uuid: string;
+  name: string;
+}
+
+export interface TestInstall {
+  id: string;
+  appId: string;
+  token: string;
+  note: string | null;
+}
+
+/** Registers a device through the API (optionally with a password). */
+export async function createDevice(opts: { uuid?: string; name?: string; password?: string; hint?: string } = {}): Promise<TestDevice> {
+  seq += 1;
+  const uuid = opts.uuid ?? `device-${process.pid}-${seq}`;
+  const name = opts.name ?? `Device ${seq}`;
+  const res = await app.httpRequest().post('/devices').send({ uuid, deviceName: name }).expect(201);
+  if (opts.password) {
+    await app.httpRequest().post(`/devices/${encodeURIComponent(uuid)}/password`)
+      .send({ newPassword: opts.password, ...(opts.hint ? { passwordHint: opts.hint } : {}) })
+      .expect(200);
+  }
+  return { id: res.body.device.id, uuid, name };
+}
+
+/** Installs an app on a device through the API and returns the install (with its token). */
+export async function installApp(device: TestDevice, opts: { appId?: string; note?: string; password?: string } = {}): Promise<TestInstall> {
+  const appId = opts.appId ?? 'test-app';
+  const req = app.httpRequest().post(`/apps/devices/${encodeURIComponent(device.uuid)}/install/${encodeURIComponent(appId)}`);
+  if (opts.password) req.set('x-device-password', opts.password);
+  const res = await req.send(opts.note !== undefined ? { note: opts.note } : {}).expect(201);
+  return res.body;
+}
+
+/** A device with one installed app: the usual starting point of KV tests. */
+export async function deviceWithToken(opts: { uuid?: string } = {}) {
+  const device = await createDevice(opts);
+  const install = await installApp(device);
+  return { device, install, token: install.token };
+}

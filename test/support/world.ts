@@ -1,0 +1,23 @@
+import { app } from 'egg-mock/bootstrap';
+
+/**
+ * A clean world for every test: empty tables, empty shared state (the test Redis
+ * db, or the in-process state), empty token cache.
+ */
+export async function resetWorld() {
+  const db = app.model;
+  if (db.getDialect() === 'mysql') {
+    await db.query('SET FOREIGN_KEY_CHECKS = 0');
+    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await db.query(`TRUNCATE TABLE ${t}`);
+    await db.query('SET FOREIGN_KEY_CHECKS = 1');
+  } else {
+    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await db.query(`DELETE FROM ${t}`);
+  }
+  app.tokenCache.clear();
+  const redis = (app as unknown as { redis?: { flushdb(): Promise<unknown> } }).redis;
+  if (redis) await redis.flushdb();
+  const state = app.sharedState as unknown as { counters?: Map<string, unknown>; codes?: Map<string, unknown>; rooms?: Map<string, unknown> };
+  state.counters?.clear();
+  state.codes?.clear();
+  state.rooms?.clear();
+}

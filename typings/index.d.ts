@@ -1,0 +1,35 @@
+import 'egg';
+import type { Settings } from '../config/env';
+import type { TokenInfo } from '../app/lib/tokenCache';
+import type { Realtime } from '../app/lib/realtime';
+import type { DeviceAttributes } from '../app/model/device';
+import type TokenController from '../app/io/controller/token';
+
+declare module 'egg' {
+  interface EggAppConfig {
+    classworks: Settings;
+  }
+
+  interface Application {
+    realtime: Realtime;
+  }
+
+  interface Agent {
+    model: IModel;
+  }
+
+  interface Context {
+    /** The device resolved by the uuidAuth middleware. */
+    device: DeviceAttributes;
+    /** The token resolved by the kvAuth middleware. */
+    kvToken: TokenInfo;
+    /** Arguments of the socket event (egg-socket.io). */
+    args: unknown[];
+    packet: unknown[];
+  }
+
+  // app/io (egg-socket.io) is not covered by egg-ts-helper.
+  interface CustomController {
+    token: TokenController;
+  }
+}
