@@ -46,7 +46,7 @@ module.exports = {
         onUpdate: 'CASCADE',
       },
       appId: { type: exact(191), allowNull: false },
-      token: { type: Sequelize.CHAR(64), allowNull: false, unique: true },
+      token: { type: collate ? `CHAR(64) CHARACTER SET utf8mb4 COLLATE ${collate}` : Sequelize.CHAR(64), allowNull: false, unique: true },
       note: { type: Sequelize.TEXT, allowNull: true },
       installedAt: { type: Sequelize.DATE(3), allowNull: false },
       updatedAt: { type: Sequelize.DATE(3), allowNull: false },

@@ -1,0 +1,87 @@
+import assert from 'node:assert';
+import path from 'node:path';
+import { ConfigError, loadSettings } from '../../config/env';
+
+describe('test/config/env.test.ts', () => {
+  describe('loadSettings()', () => {
+    it('gives the contract defaults for an empty environment', () => {
+      const s = loadSettings({}, '/srv/kv');
+      assert.strictEqual(s.port, 3000);
+      assert.deepStrictEqual(s.database, { dialect: 'sqlite', storage: path.resolve('/srv/kv', 'data/classworks-kv.sqlite') });
+      assert.strictEqual(s.redisUrl, undefined);
+      assert.deepStrictEqual(s.frontendUrls, [ '*' ]);
+      assert.strictEqual(s.trustProxy, false);
+      assert.strictEqual(s.bodyLimit, '2mb');
+      assert.strictEqual(s.batchLimit, 1000);
+      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, windowMs: 60000 });
+      assert.strictEqual(s.workers, 1);
+      assert.strictEqual(s.autoMigrate, true);
+      assert.ok(s.bcryptCost >= 10);
+    });
+
+    it('reads every contract variable', () => {
+      const s = loadSettings({
+        PORT: '8080',
+        DATABASE_URL: 'mysql://kv:p%40ss@db.local:3307/classworks',
+        REDIS_URL: 'redis://:secret@cache:6380/3',
+        FRONTEND_URL: 'https://a.example, https://b.example',
+        TRUST_PROXY: 'true',
+        BODY_LIMIT: '512kb',
+        BATCH_LIMIT: '50',
+        RATE_LIMIT_IP: '0',
+        RATE_LIMIT_KV_READ: '1',
+        RATE_LIMIT_KV_WRITE: '2',
+        RATE_LIMIT_KV_DELETE: '3',
+        RATE_LIMIT_KV_BATCH: '4',
+      }, '/srv/kv');
+      assert.strictEqual(s.port, 8080);
+      assert.deepStrictEqual(s.database, { dialect: 'mysql', url: 'mysql://kv:p%40ss@db.local:3307/classworks' });
+      assert.strictEqual(s.redisUrl, 'redis://:secret@cache:6380/3');
+      assert.deepStrictEqual(s.frontendUrls, [ 'https://a.example', 'https://b.example' ]);
+      assert.strictEqual(s.trustProxy, true);
+      assert.strictEqual(s.bodyLimit, '512kb');
+      assert.strictEqual(s.batchLimit, 50);
+      assert.deepStrictEqual(
+        [ s.rateLimit.ip, s.rateLimit.kvRead, s.rateLimit.kvWrite, s.rateLimit.kvDelete, s.rateLimit.kvBatch ],
+        [ 0, 1, 2, 3, 4 ],
+      );
+    });
+
+    it('accepts sqlite:<path> relative to the working directory', () => {
+      assert.deepStrictEqual(loadSettings({ DATABASE_URL: 'sqlite:var/kv.db' }, '/srv/kv').database,
+        { dialect: 'sqlite', storage: path.resolve('/srv/kv', 'var/kv.db') });
+    });
+
+    it('treats blank values as unset', () => {
+      assert.strictEqual(loadSettings({ PORT: '  ', REDIS_URL: '' }, '/').port, 3000);
+      assert.strictEqual(loadSettings({ REDIS_URL: '' }, '/').redisUrl, undefined);
+    });
+
+    const bad: Array<[string, Record<string, string>, RegExp]> = [
+      [ 'a boolean that is neither true nor false', { TRUST_PROXY: 'flase' }, /TRUST_PROXY must be true or false/ ],
+      [ 'a non-numeric port', { PORT: 'eighty' }, /PORT must be a whole number/ ],
+      [ 'a port out of range', { PORT: '70000' }, /PORT must be between 1 and 65535/ ],
+      [ 'a negative limit', { RATE_LIMIT_IP: '-1' }, /RATE_LIMIT_IP must be a whole number/ ],
+      [ 'a fractional batch limit', { BATCH_LIMIT: '1.5' }, /BATCH_LIMIT must be a whole number/ ],
+      [ 'a zero batch limit', { BATCH_LIMIT: '0' }, /BATCH_LIMIT must be between 1/ ],
+      [ 'a size without a number', { BODY_LIMIT: 'big' }, /BODY_LIMIT must be a size/ ],
+      [ 'an unknown database scheme', { DATABASE_URL: 'postgres://x/y' }, /DATABASE_URL protocol must be mysql: or sqlite:/ ],
+      [ 'a MySQL URL without a database', { DATABASE_URL: 'mysql://root@localhost:3306/' }, /must name a database/ ],
+      [ 'an unparsable URL', { DATABASE_URL: 'not a url' }, /DATABASE_URL must be/ ],
+      [ 'a Redis URL with another scheme', { REDIS_URL: 'http://cache:6379' }, /REDIS_URL protocol must be redis:/ ],
+      [ 'a Redis URL with a non-numeric db', { REDIS_URL: 'redis://cache:6379/x' }, /REDIS_URL database must be a number/ ],
+      [ 'a bcrypt cost below 10', { BCRYPT_COST: '8' }, /BCRYPT_COST must be between 10 and 15/ ],
+    ];
+    for (const [ what, env, message ] of bad) {
+      it(`rejects ${what} with a ConfigError naming the variable`, () => {
+        assert.throws(() => loadSettings(env, '/'), (err: unknown) => err instanceof ConfigError && message.test(err.message));
+      });
+    }
+
+    it('uses the CPU count as the worker default only when Redis is configured', () => {
+      assert.strictEqual(loadSettings({}, '/').workers, 1);
+      assert.ok(loadSettings({ REDIS_URL: 'redis://127.0.0.1:6379/0' }, '/').workers >= 1);
+      assert.strictEqual(loadSettings({ REDIS_URL: 'redis://127.0.0.1:6379/0', WORKERS: '3' }, '/').workers, 3);
+    });
+  });
+});
