@@ -69,6 +69,8 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     xframe: { enable: false },
   } as any;
   config.notfound = { enable: false } as any;
+  // `_method` / X-HTTP-Method-Override would let a stored value turn a POST into a DELETE.
+  config.overrideMethod = { enable: false } as any;
   config.siteFile = { '/favicon.ico': undefined } as any;
 
   config.cors = {
