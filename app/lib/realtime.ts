@@ -21,6 +21,11 @@ export class Realtime {
   private readonly sockets = new Map<string, { socket: Socket; state: SocketState }>();
   /** token → ids of local sockets that joined with it (for revocation). */
   private readonly byToken = new Map<string, Set<string>>();
+  /** socket id → tail of its operation queue (join/leave run one at a time, in arrival order). */
+  private readonly queues = new Map<string, Promise<unknown>>();
+  /** token → lookups in flight, and the tokens revoked while one was (their answer is stale). */
+  private readonly resolving = new Map<string, number>();
+  private readonly revokedWhileResolving = new Set<string>();
 
   constructor(private readonly app: Application) {
     app.kvEvents.subscribe(change => this.broadcastChange(change));
@@ -42,20 +47,53 @@ export class Realtime {
     this.io.to(change.uuid).emit('kv-key-changed', change);
   }
 
-  /** Called by the connection middleware once a socket is connected. */
-  attach(socket: Socket): SocketState {
+  /**
+   * The state of a connected socket, created on its first join. A socket that is not
+   * (or no longer) connected gets none: it could never be detached, so it would leak.
+   */
+  private stateOf(socket: Socket): SocketState | undefined {
+    const entry = this.sockets.get(socket.id);
+    if (entry) return entry.state;
+    if (!socket.connected) return undefined;
     const state: SocketState = { rooms: new Map(), closed: false };
     this.sockets.set(socket.id, { socket, state });
     return state;
   }
 
-  private stateOf(socket: Socket): SocketState {
-    return this.sockets.get(socket.id)?.state ?? this.attach(socket);
+  /**
+   * token → device. A revocation that arrives while the lookup runs wins: the row may
+   * have been read just before it was deleted, and the socket would then join with a
+   * dead token that no later revocation message would ever remove.
+   */
+  private async resolve(token: string) {
+    this.resolving.set(token, (this.resolving.get(token) ?? 0) + 1);
+    try {
+      const info = await this.app.createAnonymousContext().service.appInstall.resolveToken(token);
+      return info && !this.revokedWhileResolving.has(token) ? info : null;
+    } finally {
+      const left = (this.resolving.get(token) ?? 1) - 1;
+      if (left > 0) {
+        this.resolving.set(token, left);
+      } else {
+        this.resolving.delete(token);
+        this.revokedWhileResolving.delete(token);
+      }
+    }
   }
 
-  private async resolve(token: string) {
-    const ctx = this.app.createAnonymousContext();
-    return ctx.service.appInstall.resolveToken(token);
+  /**
+   * Runs `op` after every earlier operation of this socket: a client that sends
+   * join-token then leave-token (or joins twice) gets them applied in that order,
+   * and events and acks come out in the same order.
+   */
+  private serial<T>(socket: Socket, op: () => Promise<T>): Promise<T> {
+    const run = (this.queues.get(socket.id) ?? Promise.resolve()).then(op);
+    const tail = run.then(() => undefined, () => undefined);
+    this.queues.set(socket.id, tail);
+    tail.then(() => {
+      if (this.queues.get(socket.id) === tail) this.queues.delete(socket.id);
+    });
+    return run;
   }
 
   /** Room count after a change; falls back to this worker's view if shared state is down. */
@@ -68,7 +106,22 @@ export class Realtime {
     }
   }
 
-  async join(socket: Socket, token: string): Promise<AckResult> {
+  /** Joins the token's device room (join-token, or the handshake token). Never throws. */
+  join(socket: Socket, token: string): Promise<AckResult> {
+    return this.serial(socket, () => this.doJoin(socket, token));
+  }
+
+  /** Leaves the token's device room (leave-token). Never throws. */
+  leaveToken(socket: Socket, token: string): Promise<AckResult> {
+    return this.serial(socket, () => this.doLeaveToken(socket, token));
+  }
+
+  /** Leaves every device room of this socket (leave-all). Never throws. */
+  leaveAll(socket: Socket): Promise<AckResult> {
+    return this.serial(socket, () => this.doLeaveAll(socket));
+  }
+
+  private async doJoin(socket: Socket, token: string): Promise<AckResult> {
     let info;
     try {
       info = await this.resolve(token);
@@ -84,7 +137,8 @@ export class Realtime {
       return { ok: false, reason: 'invalid_token' };
     }
     const state = this.stateOf(socket);
-    if (state.closed || socket.disconnected) return { ok: false, reason: 'invalid_token' };
+    // Disconnected while the token was looked up: nobody is left to answer.
+    if (!state || state.closed) return { ok: false, reason: 'invalid_token' };
     const { uuid } = info;
     socket.join(uuid);
     let tokens = state.rooms.get(uuid);
@@ -102,8 +156,12 @@ export class Realtime {
 
     const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
     if (state.closed) {
-      // Disconnected while we were registering: undo.
+      // Disconnected while we were registering: detach() has left the room; make sure.
       await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
+      return { ok: false, reason: 'invalid_token' };
+    }
+    if (!state.rooms.get(uuid)?.has(token)) {
+      // Revoked while we were registering: the socket already got `left`.
       return { ok: false, reason: 'invalid_token' };
     }
     this.io.to(uuid).emit('device-joined', { uuid, connections });
@@ -111,7 +169,7 @@ export class Realtime {
     return { ok: true, uuid };
   }
 
-  async leaveToken(socket: Socket, token: string): Promise<AckResult> {
+  private async doLeaveToken(socket: Socket, token: string): Promise<AckResult> {
     let info;
     try {
       info = await this.resolve(token);
@@ -124,9 +182,9 @@ export class Realtime {
     return { ok: true, uuid: info.uuid };
   }
 
-  async leaveAll(socket: Socket): Promise<AckResult> {
-    const state = this.stateOf(socket);
-    for (const uuid of [ ...state.rooms.keys() ]) await this.leaveRoom(socket, uuid);
+  private async doLeaveAll(socket: Socket): Promise<AckResult> {
+    const entry = this.sockets.get(socket.id);
+    for (const uuid of [ ...entry?.state.rooms.keys() ?? [] ]) await this.leaveRoom(socket, uuid);
     return { ok: true };
   }
 
@@ -141,8 +199,8 @@ export class Realtime {
 
   /** Leaves a device room (if joined) and tells the room the new count. */
   private async leaveRoom(socket: Socket, uuid: string) {
-    const state = this.stateOf(socket);
-    if (!state.rooms.has(uuid)) return;
+    const state = this.sockets.get(socket.id)?.state;
+    if (!state?.rooms.has(uuid)) return;
     this.forget(socket.id, state, uuid);
     socket.leave(uuid);
     const connections = await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
@@ -164,6 +222,7 @@ export class Realtime {
 
   /** A token was uninstalled (on any worker): its sockets here leave its device room. */
   revoke(token: string, uuid: string) {
+    if (this.resolving.has(token)) this.revokedWhileResolving.add(token);
     const holders = this.byToken.get(token);
     if (!holders) return;
     this.byToken.delete(token);

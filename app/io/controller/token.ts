@@ -26,18 +26,22 @@ export default class TokenController extends Controller {
     const { payload, ack } = parse(this.ctx.args);
     const token = tokenOf(payload);
     if (!token) return ack?.({ ok: false, reason: 'missing_token' });
-    ack?.(await this.app.realtime.join(this.ctx.socket, token));
+    // Not `ack?.(await ...)`: an optional call skips evaluating its arguments when there is no ack.
+    const result = await this.app.realtime.join(this.ctx.socket, token);
+    ack?.(result);
   }
 
   async leave() {
     const { payload, ack } = parse(this.ctx.args);
     const token = tokenOf(payload);
     if (!token) return ack?.({ ok: false, reason: 'missing_token' });
-    ack?.(await this.app.realtime.leaveToken(this.ctx.socket, token));
+    const result = await this.app.realtime.leaveToken(this.ctx.socket, token);
+    ack?.(result);
   }
 
   async leaveAll() {
     const { ack } = parse(this.ctx.args);
-    ack?.(await this.app.realtime.leaveAll(this.ctx.socket));
+    const result = await this.app.realtime.leaveAll(this.ctx.socket);
+    ack?.(result);
   }
 }

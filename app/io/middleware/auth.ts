@@ -16,7 +16,6 @@ function handshakeToken(query: Record<string, unknown>): string | undefined {
  */
 export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
   const socket = ctx.socket;
-  app.realtime.attach(socket);
   const token = handshakeToken(socket.handshake.query as Record<string, unknown>);
   if (token) {
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
