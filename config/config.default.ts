@@ -51,8 +51,10 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   config.cluster = { listen: { port: settings.port } } as any;
 
   config.proxy = settings.trustProxy;
-  // Behind one nginx: the client address is the last hop nginx appended.
-  config.maxProxyCount = 1;
+  // Behind one nginx: the client address is the last X-Forwarded-For hop (the one nginx
+  // appended). egg 3's legacy `maxProxyCount: 1` keeps the last TWO hops and returns the
+  // first of them, i.e. a value the client sent itself; `maxIpsCount: 1` keeps only the last.
+  (config as Record<string, unknown>).maxIpsCount = 1;
 
   config.bodyParser = {
     enable: true,

@@ -1,0 +1,439 @@
+/**
+ * Helpers for the real multi-process tests: an `egg-scripts start --sticky` cluster
+ * on the compiled dist/ (run `npm run build` first), HTTP requests and Socket.IO
+ * clients bound to a chosen loopback source address (the egg master picks the
+ * worker from it), event waiting, and the world reset (MySQL tables, own Redis keys).
+ *
+ * These tests do not use egg-mock: every process they start is stopped in after hooks.
+ */
+import assert from 'node:assert';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import IORedis from 'ioredis';
+import mysql from 'mysql2/promise';
+import { io as ioV4 } from 'socket.io-client';
+
+// socket.io-client 2.x ships no typings.
+const ioV2: (url: string, opts: Record<string, unknown>) => RawClient = require('socket.io-client-v2');
+
+export const ROOT = path.join(__dirname, '..', '..');
+const EGG_SCRIPTS = require.resolve('egg-scripts/bin/egg-scripts.js');
+
+export const DATABASE_URL = process.env.DATABASE_URL || 'mysql://root@127.0.0.1:3306/classworks_test_d';
+export const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379/14';
+
+/** Source addresses the egg master hashes to worker 0 and worker 1 of a 2-worker cluster. */
+export const ADDR_W0 = '127.0.0.2';
+export const ADDR_W1 = '127.0.0.3';
+
+/** How long a helper waits for something that must happen before it fails the test. */
+export const WAIT_MS = 15000;
+
+export function sleep(ms: number) {
+  return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+/** A TCP port nobody listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value; fails with `what` after `timeoutMs`. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined | null | false>, timeoutMs = WAIT_MS, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------- cluster
+
+export interface Cluster {
+  port: number;
+  title: string;
+  prefix: string;
+  url: string;
+  /** Everything the master (and its workers) printed; shown when a test fails. */
+  output(): string;
+  /** pid of the egg master process. */
+  masterPid(): number;
+  /** pids of the app workers, from `ps`, by the cluster's title. */
+  workerPids(): number[];
+  stop(): Promise<void>;
+}
+
+/** Processes (`ps`) whose command line contains the cluster title and `needle`. */
+function pidsByTitle(title: string, needle: string): number[] {
+  const r = spawnSync('ps', [ '-eo', 'pid=,args=' ], { encoding: 'utf8' });
+  return r.stdout.split('\n')
+    .map(l => l.trim())
+    .filter(l => l.includes(`"title":"${title}"`) && l.includes(needle))
+    .map(l => Number(l.split(/\s+/)[0]));
+}
+
+/**
+ * Starts `egg-scripts start --sticky --workers=N --port --title` on dist/ in the
+ * foreground (a child of this process) and resolves once the master reports
+ * `egg started`. Environment: MySQL + Redis from DATABASE_URL / REDIS_URL, a
+ * unique REDIS_PREFIX, fast presence sweeping, plus `env`.
+ */
+export async function startCluster(opts: { workers?: number; env?: Record<string, string> } = {}): Promise<Cluster> {
+  assert(fs.existsSync(path.join(ROOT, 'dist', 'app.js')), 'dist/ is missing: run `npm run build` before the cluster tests');
+  const workers = opts.workers ?? 2;
+  const port = await freePort();
+  const id = `${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+  const title = `ckv-cluster-test-${id}`;
+  const prefix = `ckvtest:${id}:`;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    PRESENCE_HEARTBEAT_MS: '500',
+    PRESENCE_TTL_MS: '1500',
+    RATE_LIMIT_IP: '0',
+    WORKERS: String(workers),
+    PORT: String(port),
+    ...opts.env,
+  };
+  delete env.EGG_SERVER_ENV;
+  delete env.SQLITE_PATH;
+  const child: ChildProcess = spawn(process.execPath, [
+    EGG_SCRIPTS, 'start', '--sticky', `--workers=${workers}`, `--port=${port}`, `--title=${title}`,
+    path.join(ROOT, 'dist'),
+  ], { cwd: ROOT, env, stdio: [ 'ignore', 'pipe', 'pipe' ] });
+  let out = '';
+  let started = false;
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 4e6) out = out.slice(-2e6);
+  });
+  child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  let exited = false;
+  child.on('exit', () => { exited = true; });
+
+  let stopped = false;
+  const cluster: Cluster = {
+    port,
+    title,
+    prefix,
+    url: `http://127.0.0.1:${port}`,
+    output: () => out,
+    masterPid: () => {
+      const pids = pidsByTitle(title, 'start-cluster');
+      assert(pids.length === 1, `expected one master for ${title}, found ${pids.length}`);
+      return pids[0];
+    },
+    workerPids: () => pidsByTitle(title, 'egg-cluster/lib/app_worker.js'),
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      // With --title, egg-scripts stop only stops this cluster (never run it without).
+      spawnSync(process.execPath, [ EGG_SCRIPTS, 'stop', `--title=${title}` ], { cwd: ROOT, stdio: 'ignore', timeout: 30000 });
+      if (!exited) child.kill('SIGKILL');
+      for (const pid of [ ...pidsByTitle(title, 'egg-cluster/lib/'), ...pidsByTitle(title, 'start-cluster') ]) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      await deleteOwnKeys(prefix);
+    },
+  };
+  try {
+    await eventually('the cluster to report "egg started"', async () => {
+      if (exited) throw new Error('egg-scripts exited during start-up');
+      started = /egg started on /.test(out);
+      return started;
+    }, 60000, 100);
+  } catch (err) {
+    await cluster.stop();
+    throw new Error(`${(err as Error).message}\n--- cluster output ---\n${out.slice(-8000)}`);
+  }
+  return cluster;
+}
+
+// ---------------------------------------------------------------- world reset
+
+/** Empties the tables of the test database (the cluster's agent created them). */
+export async function truncateTables() {
+  const conn = await mysql.createConnection(DATABASE_URL);
+  try {
+    await conn.query('SET FOREIGN_KEY_CHECKS = 0');
+    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
+    await conn.query('SET FOREIGN_KEY_CHECKS = 1');
+  } finally {
+    await conn.end();
+  }
+}
+
+let redisClient: IORedis | undefined;
+export function redis(): IORedis {
+  if (!redisClient) redisClient = new IORedis(REDIS_URL, { maxRetriesPerRequest: 2 });
+  return redisClient;
+}
+
+/** Deletes every Redis key under `prefix` (the cluster's own REDIS_PREFIX), nothing else. */
+export async function deleteOwnKeys(prefix: string) {
+  const r = redis();
+  let cursor = '0';
+  do {
+    const [ next, keys ] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+    cursor = next;
+    if (keys.length) await r.del(...keys);
+  } while (cursor !== '0');
+}
+
+/** Deletes the cluster's rate-limit counters (so one test's requests do not count in another). */
+export async function resetRateLimits(prefix: string) {
+  const r = redis();
+  let cursor = '0';
+  do {
+    const [ next, keys ] = await r.scan(cursor, 'MATCH', `${prefix}rl:*`, 'COUNT', 500);
+    cursor = next;
+    if (keys.length) await r.del(...keys);
+  } while (cursor !== '0');
+}
+
+export async function closeRedis() {
+  const r = redisClient;
+  redisClient = undefined;
+  if (r) await r.quit().catch(() => r.disconnect());
+}
+
+/** socketId -> instanceId (`hostname:pid:random`) of a device room, read from the presence hash. */
+export async function presence(prefix: string, uuid: string): Promise<Record<string, string>> {
+  return redis().hgetall(`${prefix}presence:dev:${uuid}`);
+}
+
+/** The pid inside an instance id `hostname:pid:random`. */
+export function pidOfInstance(instanceId: string): number {
+  const parts = instanceId.split(':');
+  return Number(parts[parts.length - 2]);
+}
+
+// ---------------------------------------------------------------- HTTP
+
+export interface Res {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  body: any;
+}
+
+/**
+ * One HTTP request on a fresh TCP connection from `localAddress` (default
+ * 127.0.0.1), so the sticky master routes it by that address.
+ */
+export function request(baseUrl: string, method: string, urlPath: string, opts: { body?: unknown; headers?: Record<string, string>; localAddress?: string } = {}): Promise<Res> {
+  const u = new URL(urlPath, baseUrl);
+  const payload = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname + u.search,
+      method,
+      agent: false,
+      localAddress: opts.localAddress ?? '127.0.0.1',
+      headers: {
+        ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+        ...opts.headers,
+      },
+      timeout: WAIT_MS,
+    }, res => {
+      const chunks: Buffer[] = [];
+      res.on('data', c => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown = text;
+        try {
+          body = text ? JSON.parse(text) : undefined;
+        } catch {
+          // not JSON
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${urlPath}: no answer within ${WAIT_MS} ms`)));
+    req.on('error', reject);
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+let deviceSeq = 0;
+
+/** Registers a device and installs one app through the API; returns uuid, token and install id. */
+export async function deviceWithToken(baseUrl: string, localAddress?: string) {
+  deviceSeq += 1;
+  const uuid = `cluster-${process.pid}-${Date.now().toString(36)}-${deviceSeq}`;
+  const dev = await request(baseUrl, 'POST', '/devices', { body: { uuid, deviceName: `Cluster device ${deviceSeq}` }, localAddress });
+  assert.strictEqual(dev.status, 201, `POST /devices: ${dev.status} ${dev.text}`);
+  const inst = await request(baseUrl, 'POST', `/apps/devices/${encodeURIComponent(uuid)}/install/cluster-test`, { body: {}, localAddress });
+  assert.strictEqual(inst.status, 201, `install: ${inst.status} ${inst.text}`);
+  return { uuid, name: `Cluster device ${deviceSeq}`, token: inst.body.token as string, installId: inst.body.id as string };
+}
+
+// ---------------------------------------------------------------- Socket.IO clients
+
+interface RawClient {
+  id: string | undefined;
+  connected: boolean;
+  on(event: string, fn: (...args: any[]) => void): unknown;
+  emit(event: string, ...args: unknown[]): unknown;
+  close(): unknown;
+}
+
+export type Generation = 'v4' | 'v2';
+export type Transport = 'websocket' | 'polling';
+
+/** Events the tests look at; every one received is recorded in order. */
+const RECORDED = [ 'connect', 'disconnect', 'connect_error', 'joined', 'join-error', 'left', 'device-joined', 'device-left', 'kv-key-changed' ];
+
+export interface Recorded {
+  event: string;
+  payload: any;
+}
+
+export class TestClient {
+  readonly events: Recorded[] = [];
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly gen: Generation, readonly transport: Transport, readonly localAddress: string, readonly raw: RawClient, private readonly agent: http.Agent) {
+    for (const event of RECORDED) {
+      raw.on(event, (payload: unknown) => {
+        this.events.push({ event, payload });
+        for (const w of [ ...this.waiters ]) w();
+      });
+    }
+  }
+
+  get id(): string {
+    assert(this.raw.id, 'socket has no id (not connected)');
+    return this.raw.id;
+  }
+
+  get connected() {
+    return this.raw.connected;
+  }
+
+  /** Index to pass as `since` to only see events received from now on. */
+  mark() {
+    return this.events.length;
+  }
+
+  /** Payloads of `event` received since `since`. */
+  received(event: string, since = 0) {
+    return this.events.slice(since).filter(e => e.event === event).map(e => e.payload);
+  }
+
+  /** Resolves with the first `event` (since `since`) whose payload matches `match`. */
+  waitFor(event: string, match: (payload: any) => boolean = () => true, opts: { since?: number; timeoutMs?: number } = {}): Promise<any> {
+    const since = opts.since ?? 0;
+    const timeoutMs = opts.timeoutMs ?? WAIT_MS;
+    const find = () => this.events.slice(since).find(e => e.event === event && match(e.payload));
+    const hit = find();
+    if (hit) return Promise.resolve(hit.payload);
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const check = () => {
+        const h = find();
+        if (!h) return;
+        if (timer) clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(h.payload);
+      };
+      timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`${this.gen}/${this.transport} client from ${this.localAddress}: no "${event}" matching within ${timeoutMs} ms; received ${JSON.stringify(this.events.slice(since))}`));
+      }, timeoutMs);
+      this.waiters.add(check);
+    });
+  }
+
+  emitAck(event: string, payload: unknown): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ack for ${event} within ${WAIT_MS} ms`)), WAIT_MS);
+      this.raw.emit(event, payload, (res: unknown) => {
+        clearTimeout(timer);
+        resolve(res);
+      });
+    });
+  }
+
+  close() {
+    this.raw.close();
+    this.agent.destroy();
+  }
+}
+
+const clients = new Set<TestClient>();
+
+/**
+ * A Socket.IO client (4.x or 2.x) whose TCP connections all come from
+ * `localAddress`: `localAddress` for the websocket transport, an http.Agent bound
+ * to it for polling. Reconnection is off unless asked for.
+ */
+export function connect(url: string, opts: { gen: Generation; transport: Transport; localAddress: string; token?: string; reconnection?: boolean }): TestClient {
+  const agent = new http.Agent({ localAddress: opts.localAddress, keepAlive: false } as http.AgentOptions);
+  const common = {
+    transports: [ opts.transport ],
+    query: opts.token ? { token: opts.token } : {},
+    reconnection: opts.reconnection ?? false,
+    reconnectionDelay: 200,
+    reconnectionDelayMax: 1000,
+    timeout: 5000,
+    forceNew: true,
+    agent,
+    localAddress: opts.localAddress,
+  };
+  const raw: RawClient = opts.gen === 'v4'
+    ? ioV4(url, common as any) as unknown as RawClient
+    : ioV2(url, { ...common, 'force new connection': true });
+  const client = new TestClient(opts.gen, opts.transport, opts.localAddress, raw, agent);
+  clients.add(client);
+  return client;
+}
+
+/** Connects and waits for `joined` (handshake token) or `connect`. */
+export async function connectJoined(url: string, opts: Parameters<typeof connect>[1]): Promise<TestClient> {
+  const c = connect(url, opts);
+  await c.waitFor(opts.token ? 'joined' : 'connect');
+  return c;
+}
+
+/** Closes every client created by `connect()` (after hooks). */
+export function closeAllClients() {
+  for (const c of clients) {
+    try {
+      c.close();
+    } catch {
+      // already closed
+    }
+  }
+  clients.clear();
+}
