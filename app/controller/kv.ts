@@ -7,6 +7,11 @@ export default class KvController extends Controller {
     return (this.ctx.request as { body?: unknown }).body;
   }
 
+  /** The `:key` of the path, decoded from the raw path (see rules.pathKey). */
+  private get key(): string {
+    return rules.kvKey(rules.pathKey(this.ctx.path));
+  }
+
   private loadMore(path: string, q: rules.ListQuery, total: number) {
     if (q.limit <= 0 || q.skip + q.limit >= total) return {};
     const params = new URLSearchParams({ sortBy: q.sortBy, sortDir: q.sortDir, limit: String(q.limit), skip: String(q.skip + q.limit) });
@@ -35,19 +40,19 @@ export default class KvController extends Controller {
   }
 
   async show() {
-    const key = rules.kvKey(this.ctx.params.key);
+    const key = this.key;
     const raw = await this.service.kv.getRaw(this.ctx.kvToken.deviceId, key);
     this.ctx.type = 'application/json; charset=utf-8';
     this.ctx.body = raw;
   }
 
   async metadata() {
-    const key = rules.kvKey(this.ctx.params.key);
+    const key = this.key;
     this.ctx.body = await this.service.kv.metadata(this.ctx.kvToken.deviceId, key);
   }
 
   async upsert() {
-    const key = rules.kvKey(this.ctx.params.key);
+    const key = rules.writableKey(rules.pathKey(this.ctx.path));
     const value = rules.kvValue(this.value, this.ctx.state.hasBody);
     this.ctx.body = await this.service.kv.upsert(this.ctx.kvToken, key, value, this.ctx.clientIp);
   }
@@ -58,7 +63,7 @@ export default class KvController extends Controller {
   }
 
   async destroy() {
-    const key = rules.kvKey(this.ctx.params.key);
+    const key = this.key;
     await this.service.kv.remove(this.ctx.kvToken, key);
     this.ctx.status = 204;
   }

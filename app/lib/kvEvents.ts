@@ -14,7 +14,11 @@ export class KvEvents extends EventEmitter {
     this.emit('change', change);
   }
 
-  subscribe(listener: (change: KvChange) => void) {
+  /** Calls `listener` with every committed change; returns a function that unsubscribes it. */
+  subscribe(listener: (change: KvChange) => void): () => void {
     this.on('change', listener);
+    return () => {
+      this.off('change', listener);
+    };
   }
 }

@@ -16,16 +16,36 @@ function normalize(err: unknown): HttpError {
   if (isRedisUnavailable(err)) return new ServiceUnavailableError('redis', err);
   const e = (err ?? {}) as { status?: number; statusCode?: number; type?: string; message?: string; expose?: boolean };
   const status = e.status ?? e.statusCode;
+  // egg's bodyParser appends this to every parser error message.
+  const message = (e.message ?? '').replace(/, check bodyParser config$/, '');
   // Errors from egg's body parser (raw-body / co-body) and other 4xx http-errors.
   if (status === 413 || e.type === 'entity.too.large') {
-    return new HttpError(413, '请求体过大', { code: 'PAYLOAD_TOO_LARGE' });
+    return new HttpError(413, '请求体过大', { code: 'PAYLOAD_TOO_LARGE', details: null });
   }
-  if (e.type === 'entity.parse.failed' || (status === 400 && /JSON/i.test(e.message ?? ''))) {
-    return new HttpError(400, '请求体不是有效的JSON', { code: 'INVALID_JSON', details: e.message ?? null });
+  if (status === 415 || e.type === 'charset.unsupported' || e.type === 'encoding.unsupported') {
+    return new HttpError(415, '不支持的请求体编码或字符集', { code: 'UNSUPPORTED_MEDIA_TYPE', details: message || null });
+  }
+  if (status === 400 && (err instanceof SyntaxError || e.type === 'entity.parse.failed' || /JSON/i.test(message))) {
+    // co-body in strict mode refuses any body not starting with `{` or `[`: a JSON scalar
+    // or only whitespace is "no valid JSON value"; anything else is malformed JSON.
+    if (/only supports object and array/.test(message)) {
+      const raw = (err as { body?: unknown }).body;
+      const text = typeof raw === 'string' ? raw : '';
+      try {
+        if (text.trim() === '' || (JSON.parse(text), true)) return new HttpError(400, '请提供有效的JSON值');
+      } catch (parseError) {
+        return new HttpError(400, '请求体不是有效的JSON', { code: 'INVALID_JSON', details: (parseError as Error).message });
+      }
+    }
+    // co-body (@hapi/bourne) refuses `__proto__` keys (prototype poisoning).
+    if (/forbidden prototype property/.test(message)) {
+      return new HttpError(400, '请求体包含不允许的属性名 __proto__', { code: 'FORBIDDEN_PROPERTY' });
+    }
+    return new HttpError(400, '请求体不是有效的JSON', { code: 'INVALID_JSON', details: message || null });
   }
   if (err instanceof URIError) return new HttpError(400, '请求路径编码无效', { code: 'BAD_REQUEST' });
   if (typeof status === 'number' && status >= 400 && status < 500) {
-    return new HttpError(status, e.message || '请求无效', { code: 'BAD_REQUEST' });
+    return new HttpError(status, message || '请求无效', { code: 'BAD_REQUEST' });
   }
   return new HttpError(500, '服务器内部错误', { code: 'INTERNAL_ERROR' });
 }

@@ -11,6 +11,14 @@ type Meta = Pick<KvEntryAttributes, 'key' | 'creatorIp' | 'createdAt' | 'updated
 const notFoundKey = (key: string) => notFound(`未找到键名为 '${key}' 的记录`);
 
 /**
+ * SQLite (embedded mode, one worker): Sequelize opens a separate connection per
+ * transaction and SQLite lets only one of them write, so two concurrent KV writes
+ * would fail with SQLITE_BUSY. KV write transactions of a process therefore run one
+ * after the other, and take the write lock when they begin (BEGIN IMMEDIATE).
+ */
+const sqliteQueues = new WeakMap<object, Promise<unknown>>();
+
+/**
  * Key-value entries of a device. Every write commits first and then publishes a
  * KvChange (app.kvEvents); reads are single indexed queries returning stored text.
  */
@@ -80,6 +88,15 @@ export default class KvService extends Service {
     return { keys: rows.map(r => r.key), total };
   }
 
+  /** Runs a write transaction (serialised per process on SQLite, see sqliteQueues). */
+  private writeTransaction<T>(fn: (transaction: Transaction) => Promise<T>): Promise<T> {
+    if (this.db.getDialect() !== 'sqlite') return this.db.transaction(fn);
+    const queue = sqliteQueues.get(this.app) ?? Promise.resolve();
+    const run = queue.then(() => this.db.transaction({ type: Transaction.TYPES.IMMEDIATE }, fn));
+    sqliteQueues.set(this.app, run.catch(() => undefined));
+    return run;
+  }
+
   /**
    * Raises the device's revision by `n` and returns the first new number. The row
    * lock taken here also serialises concurrent writes of one device, so `created`
@@ -100,7 +117,7 @@ export default class KvService extends Service {
     const now = new Date();
     let created = false;
     let revision = 0;
-    await this.db.transaction(async transaction => {
+    await this.writeTransaction(async transaction => {
       revision = await this.bumpRevision(device.deviceId, 1, transaction);
       const [ affected ] = await this.db.KvEntry.update(
         { value: json, creatorIp, revision, updatedAt: now },
@@ -121,7 +138,7 @@ export default class KvService extends Service {
 
   async remove(device: TokenInfo, key: string) {
     let revision = 0;
-    await this.db.transaction(async transaction => {
+    await this.writeTransaction(async transaction => {
       revision = await this.bumpRevision(device.deviceId, 1, transaction);
       const n = await this.db.KvEntry.destroy({ where: { deviceId: device.deviceId, key }, transaction });
       if (n === 0) throw notFoundKey(key);
@@ -135,7 +152,7 @@ export default class KvService extends Service {
     const keys = entries.map(([ k ]) => k);
     let first = 0;
     let existing = new Set<string>();
-    await this.db.transaction(async transaction => {
+    await this.writeTransaction(async transaction => {
       first = await this.bumpRevision(device.deviceId, entries.length, transaction);
       const found = await this.db.KvEntry.findAll({
         attributes: [ 'key' ], where: { deviceId: device.deviceId, key: keys }, transaction, raw: true,
@@ -162,8 +179,11 @@ export default class KvService extends Service {
   async info(deviceId: number) {
     const d = await this.db.Device.findByPk(deviceId, {
       attributes: [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ], raw: true,
-    });
+    }) as { id: number; uuid: string; name: string | null; createdAt: Date | string; updatedAt: Date | string } | null;
     if (!d) throw notFound('设备不存在');
-    return { device: d };
+    // Raw SQLite rows carry dates as text ("2025-10-25 08:30:00.000 +00:00"); the contract wants ISO-8601.
+    return {
+      device: { id: Number(d.id), uuid: d.uuid, name: d.name, createdAt: new Date(d.createdAt), updatedAt: new Date(d.updatedAt) },
+    };
   }
 }

@@ -14,12 +14,47 @@ export interface ListQuery {
 }
 
 export const MAX_LIMIT = 1000;
+export const MAX_KEY_LENGTH = 191;
+/** Deepest nesting a stored value may have (objects/arrays inside each other). */
+export const MAX_DEPTH = 1000;
+/** Path names matched before `/kv/:key`; a value stored under them could never be read back. */
+export const RESERVED_KEYS: readonly string[] = [ '_info', '_keys', '_batchimport' ];
 
+/** Why `key` cannot be a KV key, or undefined when it can. */
+function keyProblem(key: unknown): string | undefined {
+  if (!isIdentifier(key, MAX_KEY_LENGTH)) return `键名无效：需要 1 到 ${MAX_KEY_LENGTH} 个字符的字符串`;
+  if (key.includes('\u0000')) return '键名无效：不能包含 NUL 字符';
+  return undefined;
+}
+
+/** A key as used to read or delete: 1..191 well-formed characters, no NUL. */
 export function kvKey(key: unknown): string {
-  if (!isIdentifier(key)) {
-    throw badRequest('键名无效：需要 1 到 191 个字符的字符串', { key: typeof key === 'string' ? key.slice(0, 256) : null, max: 191 });
+  const problem = keyProblem(key);
+  if (problem) {
+    throw badRequest(problem, { key: typeof key === 'string' ? key.slice(0, 256) : null, max: MAX_KEY_LENGTH });
   }
-  return key;
+  return key as string;
+}
+
+/** A key as used to write: as kvKey, and not one of the reserved names. */
+export function writableKey(key: unknown): string {
+  const k = kvKey(key);
+  if (RESERVED_KEYS.includes(k)) throw badRequest(`键名 '${k}' 是保留名称，不能写入`, { key: k, reserved: RESERVED_KEYS });
+  return k;
+}
+
+/**
+ * The key of a `/kv/:key` path, decoded from the raw path segment. (The router
+ * decodes `%2F` to `/` as it should, but silently keeps malformed escapes such as
+ * `%E0%A4%A` or an encoded lone surrogate as literal text.)
+ */
+export function pathKey(path: string): string {
+  const segment = path.split('/')[2] ?? '';
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw badRequest('键名的 URL 编码无效', { key: segment.slice(0, 256) }, 'INVALID_PATH_ENCODING');
+  }
 }
 
 function wholeNumber(v: unknown, name: string, def: number, max: number): number {
@@ -48,15 +83,37 @@ export function listQuery(query: Record<string, unknown>): ListQuery {
   };
 }
 
-/** A value to store: a JSON object or array (including {} and []). */
+/** Nesting depth of a JSON value (a scalar is 0, `{}` and `[]` are 1), without recursion. */
+export function jsonDepth(value: unknown, stopAt = Infinity): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[ value, 0 ]];
+  while (stack.length) {
+    const [ v, d ] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    const depth = d + 1;
+    if (depth > max) max = depth;
+    if (max > stopAt) return max;
+    for (const child of Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([ child, depth ]);
+    }
+  }
+  return max;
+}
+
+function tooDeep(): HttpError {
+  return badRequest(`JSON值嵌套过深：最多 ${MAX_DEPTH} 层`, { maxDepth: MAX_DEPTH }, 'JSON_TOO_DEEP');
+}
+
+/** A value to store: a JSON object or array (including {} and []), at most MAX_DEPTH deep. */
 export function kvValue(body: unknown, present: boolean): object {
   if (!present || body === undefined || body === null || typeof body !== 'object') {
     throw badRequest('请提供有效的JSON值');
   }
+  if (jsonDepth(body, MAX_DEPTH) > MAX_DEPTH) throw tooDeep();
   return body;
 }
 
-/** The body of a batch import, checked as the contract orders: size, then keys. */
+/** The body of a batch import, checked as the contract orders: size, then keys, then values. */
 export function batchEntries(body: unknown, present: boolean, batchLimit: number): Array<[string, unknown]> {
   const message = '请提供有效的JSON数据，格式为 {"key":{}, "key2":{}}';
   if (!present || !isPlainObject(body)) throw badRequest(message);
@@ -67,9 +124,15 @@ export function batchEntries(body: unknown, present: boolean, batchLimit: number
       code: 'BATCH_TOO_LARGE', details: { limit: batchLimit, count: entries.length },
     });
   }
-  const invalid = entries.filter(([ k ]) => !isIdentifier(k)).map(([ k ]) => k.slice(0, 256));
+  const invalid = entries
+    .filter(([ k ]) => keyProblem(k) !== undefined || RESERVED_KEYS.includes(k))
+    .map(([ k ]) => k.slice(0, 256));
   if (invalid.length) {
-    throw badRequest('批量导入包含无效的键名（需要 1 到 191 个字符），未写入任何数据', { invalidKeys: invalid });
+    throw badRequest(
+      `批量导入包含无效的键名（需要 1 到 ${MAX_KEY_LENGTH} 个字符，不能包含 NUL，不能是保留名称），未写入任何数据`,
+      { invalidKeys: invalid },
+    );
   }
+  if (entries.some(([ , v ]) => jsonDepth(v, MAX_DEPTH) > MAX_DEPTH)) throw tooDeep();
   return entries;
 }

@@ -1,0 +1,280 @@
+import assert from 'node:assert';
+import { app } from 'egg-mock/bootstrap';
+import { deviceWithToken } from '../support/factories';
+
+const EMPTY_VALUE = { success: false, message: '请提供有效的JSON值', details: null };
+const POISON = { success: false, message: '请求体包含不允许的属性名 __proto__', details: null, code: 'FORBIDDEN_PROPERTY' };
+const TOO_DEEP = { success: false, message: 'JSON值嵌套过深：最多 1000 层', details: { maxDepth: 1000 }, code: 'JSON_TOO_DEEP' };
+
+/** Asserts a 400 INVALID_JSON body (details: the parser's message, which differs between Node versions). */
+function assertInvalidJson(res: { status: number; body: Record<string, unknown> }) {
+  assert.strictEqual(res.status, 400);
+  assert.strictEqual(typeof res.body.details, 'string');
+  assert.deepStrictEqual(res.body, { success: false, message: '请求体不是有效的JSON', details: res.body.details, code: 'INVALID_JSON' });
+}
+
+describe('test/app/hostile.test.ts', () => {
+  let token: string;
+  const keys = async () => (await app.httpRequest().get('/kv/_keys').set('x-app-token', token).expect(200)).body.keys;
+  const post = (path: string, type: string, body: string) =>
+    app.httpRequest().post(path).set('x-app-token', token).set('content-type', type).send(body);
+
+  beforeEach(async () => {
+    token = (await deviceWithToken()).token;
+  });
+
+  afterEach(() => {
+    assert.strictEqual(({} as Record<string, unknown>).polluted, undefined, 'Object.prototype polluted');
+    assert.strictEqual(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted'), false);
+  });
+
+  describe('malformed JSON', () => {
+    it('400 INVALID_JSON on /kv writes, as application/json and as text/plain, nothing written', async () => {
+      for (const body of [ '{"a":', '{a:1}', "{'a':1}", '[1,]', '{"a":1}}', 'undefined', 'NaN', '{"a":1} trailing' ]) {
+        assertInvalidJson(await post('/kv/k', 'application/json', body));
+        assertInvalidJson(await post('/kv/_batchimport', 'application/json', body));
+        assertInvalidJson(await post('/kv/k', 'text/plain', body));
+      }
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('400 INVALID_JSON on the other JSON routes too', async () => {
+      assertInvalidJson(await app.httpRequest().post('/devices').set('content-type', 'application/json').send('{"uuid":'));
+      assertInvalidJson(await app.httpRequest().post('/auth/device/bind').set('content-type', 'application/json').send('{'));
+    });
+  });
+
+  describe('JSON scalars and wrong types as bodies', () => {
+    it('400 请提供有效的JSON值 for a scalar body on POST /kv/:key (any content type)', async () => {
+      for (const body of [ '42', '"str"', 'true', 'false', 'null', '-0.5' ]) {
+        for (const type of [ 'application/json', 'text/plain' ]) {
+          const res = await post('/kv/k', type, body);
+          assert.strictEqual(res.status, 400, `${type} ${body}`);
+          assert.deepStrictEqual(res.body, EMPTY_VALUE, `${type} ${body}`);
+        }
+      }
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('400 for a scalar or array batch body', async () => {
+      for (const body of [ '42', '"str"', 'null' ]) {
+        assert.deepStrictEqual((await post('/kv/_batchimport', 'application/json', body).expect(400)).body, EMPTY_VALUE);
+      }
+      const res = await post('/kv/_batchimport', 'application/json', '[1,2]').expect(400);
+      assert.deepStrictEqual(res.body, { success: false, message: '请提供有效的JSON数据，格式为 {"key":{}, "key2":{}}', details: null });
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('a non-string token in the body is not a token (401)', async () => {
+      for (const t of [ 123, [ token ], { token }, true ]) {
+        const res = await app.httpRequest().post('/kv/k').send({ token: t }).expect(401);
+        assert.deepStrictEqual(res.body, { success: false, message: '需要提供有效的token', details: null });
+      }
+    });
+  });
+
+  describe('keys', () => {
+    it('400 for 192+ character keys, by path and in a batch; nothing written', async () => {
+      for (const n of [ 192, 500, 5000 ]) {
+        const k = 'k'.repeat(n);
+        const res = await app.httpRequest().post(`/kv/${k}`).set('x-app-token', token).send({}).expect(400);
+        assert.deepStrictEqual(res.body, { success: false, message: '键名无效：需要 1 到 191 个字符的字符串', details: { key: k.slice(0, 256), max: 191 } });
+        await app.httpRequest().get(`/kv/${k}`).set('x-app-token', token).expect(400);
+        await app.httpRequest().delete(`/kv/${k}`).set('x-app-token', token).expect(400);
+      }
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('__proto__ and constructor work as ordinary KV keys', async () => {
+      for (const k of [ '__proto__', 'constructor', 'prototype', 'hasOwnProperty' ]) {
+        const res = await app.httpRequest().post(`/kv/${k}`).set('x-app-token', token).send({ polluted: k }).expect(200);
+        assert.strictEqual(res.body.key, k);
+        assert.strictEqual(res.body.created, true);
+        assert.deepStrictEqual((await app.httpRequest().get(`/kv/${k}`).set('x-app-token', token).expect(200)).body, { polluted: k });
+      }
+      const batch = await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token)
+        .send({ constructor: [ 1 ], toString: 'x', valueOf: {} }).expect(200);
+      assert.deepStrictEqual(batch.body.results, [
+        { key: 'constructor', created: false }, { key: 'toString', created: true }, { key: 'valueOf', created: true },
+      ]);
+      assert.deepStrictEqual(await keys(), [ '__proto__', 'constructor', 'hasOwnProperty', 'prototype', 'toString', 'valueOf' ]);
+    });
+
+    it('400 FORBIDDEN_PROPERTY for __proto__ keys inside values and batch bodies (json and text)', async () => {
+      const bodies = [
+        '{"__proto__":{"polluted":1}}',
+        '{"a":{"b":[{"__proto__":{"polluted":1}}]}}',
+        '[{"__proto__":{"polluted":1}}]',
+      ];
+      for (const body of bodies) {
+        for (const type of [ 'application/json', 'text/plain' ]) {
+          assert.deepStrictEqual((await post('/kv/k', type, body)).body, POISON, `${type} ${body}`);
+          assert.deepStrictEqual((await post('/kv/_batchimport', type, body)).body, POISON, `${type} ${body}`);
+        }
+      }
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('200 constructor.prototype inside a value is plain data and round-trips (json and text)', async () => {
+      const body = '{"constructor":{"prototype":{"polluted":1}}}';
+      for (const type of [ 'application/json', 'text/plain' ]) {
+        await post('/kv/c', type, body).expect(200);
+        assert.strictEqual((await app.httpRequest().get('/kv/c').set('x-app-token', token).expect(200)).text, body);
+      }
+      const batch = await post('/kv/_batchimport', 'application/json', `{"b":${body}}`).expect(200);
+      assert.deepStrictEqual(batch.body.results, [{ key: 'b', created: true }]);
+    });
+
+    it('values with constructor/prototype-looking fields round-trip', async () => {
+      const value = { constructor: 'c', prototype: { a: 1 }, toString: [ 'x' ], nested: { constructor: { name: 'n' } } };
+      await app.httpRequest().post('/kv/v').set('x-app-token', token).send(value).expect(200);
+      const res = await app.httpRequest().get('/kv/v').set('x-app-token', token).expect(200);
+      assert.strictEqual(res.text, JSON.stringify(value));
+    });
+
+    it('400 for a lone surrogate key in a batch (not a 500 on MySQL); nothing written', async () => {
+      const res = await post('/kv/_batchimport', 'application/json', '{"ok":1,"\\ud800":2,"x\\udfffy":3}').expect(400);
+      assert.deepStrictEqual(res.body, {
+        success: false,
+        message: '批量导入包含无效的键名（需要 1 到 191 个字符，不能包含 NUL，不能是保留名称），未写入任何数据',
+        details: { invalidKeys: [ '\ud800', 'x\udfffy' ] },
+      });
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('400 for an encoded lone surrogate or bad percent-encoding in the path', async () => {
+      for (const path of [ '/kv/%E0%A4%A', '/kv/%ED%A0%80', '/kv/%FF', '/kv/%', '/kv/a%2' ]) {
+        const seg = path.slice(4);
+        const body = { success: false, message: '键名的 URL 编码无效', details: { key: seg }, code: 'INVALID_PATH_ENCODING' };
+        assert.deepStrictEqual((await app.httpRequest().post(path).set('x-app-token', token).send({}).expect(400)).body, body, path);
+        assert.deepStrictEqual((await app.httpRequest().get(path).set('x-app-token', token).expect(400)).body, body, path);
+        assert.deepStrictEqual((await app.httpRequest().get(`${path}/metadata`).set('x-app-token', token).expect(400)).body, body, path);
+        assert.deepStrictEqual((await app.httpRequest().delete(path).set('x-app-token', token).expect(400)).body, body, path);
+      }
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('emoji and other unicode keys round-trip; encoded slashes are part of the key', async () => {
+      for (const k of [ '🙂', '👨‍👩‍👧‍👦', '中文/路径', 'a%2Fb', '..%2F..%2Fetc', '../x', ' ', '\t' ]) {
+        await app.httpRequest().post(`/kv/${encodeURIComponent(k)}`).set('x-app-token', token).send({ k }).expect(200);
+        assert.deepStrictEqual((await app.httpRequest().get(`/kv/${encodeURIComponent(k)}`).set('x-app-token', token).expect(200)).body, { k });
+      }
+      assert.strictEqual((await keys()).length, 8);
+    });
+
+    it('400 for a NUL byte in a key (path or batch); NUL inside values round-trips', async () => {
+      const res = await app.httpRequest().post('/kv/a%00b').set('x-app-token', token).send({}).expect(400);
+      assert.deepStrictEqual(res.body, { success: false, message: '键名无效：不能包含 NUL 字符', details: { key: 'a\u0000b', max: 191 } });
+      await app.httpRequest().get('/kv/a%00b').set('x-app-token', token).expect(400);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ 'a\u0000b': 1 }).expect(400);
+      await app.httpRequest().post('/kv/nul').set('x-app-token', token).send({ s: 'x\u0000y' }).expect(200);
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/nul').set('x-app-token', token).expect(200)).body, { s: 'x\u0000y' });
+      assert.deepStrictEqual(await keys(), [ 'nul' ]);
+    });
+
+    it('SQL-looking keys, values and query strings are plain data', async () => {
+      const k = "x' OR '1'='1'; DROP TABLE kv_entries; --";
+      const v = { q: "'; DELETE FROM devices; --", b: '\\\'' };
+      await app.httpRequest().post(`/kv/${encodeURIComponent(k)}`).set('x-app-token', token).send(v).expect(200);
+      assert.deepStrictEqual((await app.httpRequest().get(`/kv/${encodeURIComponent(k)}`).set('x-app-token', token).expect(200)).body, v);
+      await app.httpRequest().get(`/kv/${encodeURIComponent("' OR 1=1 --")}`).set('x-app-token', token).expect(404);
+      await app.httpRequest().get('/kv?sortBy=key%20DESC%3B--').set('x-app-token', token).expect(400);
+      await app.httpRequest().get(`/kv/_info?token=${encodeURIComponent("' OR 1=1 --")}`).expect(401);
+      assert.deepStrictEqual(await keys(), [ k ]);
+    });
+  });
+
+  describe('deep nesting and size', () => {
+    it('200 for 1000 levels; 400 JSON_TOO_DEEP for 1001 and for 10k levels (never 500)', async () => {
+      const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+      await post('/kv/d1000', 'application/json', deep(1000)).expect(200);
+      assert.strictEqual((await app.httpRequest().get('/kv/d1000').set('x-app-token', token).expect(200)).text, deep(1000));
+      for (const n of [ 1001, 10000, 100000 ]) {
+        for (const type of [ 'application/json', 'text/plain' ]) {
+          assert.deepStrictEqual((await post('/kv/deep', type, deep(n))).body, TOO_DEEP, `${type} ${n}`);
+        }
+        const objects = '{"a":'.repeat(n) + '1' + '}'.repeat(n);
+        assert.deepStrictEqual((await post('/kv/deep', 'application/json', objects)).body, TOO_DEEP);
+        assert.deepStrictEqual((await post('/kv/_batchimport', 'application/json', `{"k":${deep(n)}}`)).body, TOO_DEEP);
+      }
+      assert.deepStrictEqual(await keys(), [ 'd1000' ]);
+    });
+
+    it('413 JSON for a body over BODY_LIMIT (json, text, form, octet-stream); nothing written', async () => {
+      const big = JSON.stringify({ s: 'x'.repeat(2 * 1024 * 1024 + 10) });
+      const body = { success: false, message: '请求体过大', details: null, code: 'PAYLOAD_TOO_LARGE' };
+      for (const type of [ 'application/json', 'text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream' ]) {
+        const res = await post('/kv/big', type, big);
+        assert.strictEqual(res.status, 413, type);
+        assert.deepStrictEqual(res.body, body, type);
+      }
+      assert.deepStrictEqual((await post('/kv/_batchimport', 'application/json', JSON.stringify({ k: big }))).body, body);
+      assert.deepStrictEqual((await app.httpRequest().post('/devices').send({ uuid: big, deviceName: 'x' }).expect(413)).body, body);
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('200 for a value just under BODY_LIMIT', async () => {
+      const value = { s: 'y'.repeat(2 * 1024 * 1024 - 100) };
+      await app.httpRequest().post('/kv/large').set('x-app-token', token).send(value).expect(200);
+      const res = await app.httpRequest().get('/kv/large').set('x-app-token', token).expect(200);
+      assert.strictEqual(res.body.s.length, value.s.length);
+    });
+  });
+
+  describe('query strings, content types, encodings', () => {
+    it('repeated query parameters use the first value', async () => {
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ a: 1, b: 2, c: 3 }).expect(200);
+      const res = await app.httpRequest().get('/kv/_keys?limit=1&limit=2&skip=1&skip=0').set('x-app-token', token).expect(200);
+      assert.deepStrictEqual(res.body, { keys: [ 'b' ], total_rows: 3, current_page: { limit: 1, skip: 1, count: 1 }, load_more: '/kv/_keys?sortBy=key&sortDir=asc&limit=1&skip=2' });
+      const bad = await app.httpRequest().get('/kv?limit=abc&limit=1').set('x-app-token', token).expect(400);
+      assert.deepStrictEqual(bad.body, { success: false, message: 'limit 必须是 0 到 1000 之间的整数', details: { field: 'limit', value: 'abc' } });
+      await app.httpRequest().get(`/kv/_info?token=nope&token=${token}`).expect(401);
+    });
+
+    it('bracket query syntax is not an injection vector (400, not 500)', async () => {
+      for (const q of [ 'sortBy[]=key', 'sortBy[a]=key', 'limit[]=1', 'skip[$gt]=0' ]) {
+        const res = await app.httpRequest().get(`/kv?${q}`).set('x-app-token', token);
+        assert.ok(res.status === 200 || res.status === 400, `${q}: ${res.status}`);
+        assert.strictEqual(typeof res.body, 'object');
+      }
+    });
+
+    it('a JSON body under an odd or invalid Content-Type is still read as JSON; non-JSON is a 400', async () => {
+      for (const type of [ 'application/xml', 'application/octet-stream', 'foo/bar', 'text/html; charset=utf-8' ]) {
+        await post('/kv/ct', type, '{"ok":true}').expect(200);
+        assertInvalidJson(await post('/kv/ct', type, '<xml/>'));
+      }
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/ct').set('x-app-token', token).expect(200)).body, { ok: true });
+    });
+
+    it('an unknown charset parameter is ignored: the body is read as UTF-8', async () => {
+      await post('/kv/cs', 'application/json; charset=klingon', '{"a":"中"}').expect(200);
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/cs').set('x-app-token', token).expect(200)).body, { a: '中' });
+    });
+
+    it('415 JSON for an unsupported Content-Encoding; nothing written', async () => {
+      const res = await app.httpRequest().post('/kv/ce').set('x-app-token', token)
+        .set('content-type', 'application/json').set('content-encoding', 'klingon').send('{"a":1}');
+      assert.strictEqual(res.status, 415);
+      assert.strictEqual(typeof res.body.details, 'string');
+      assert.deepStrictEqual(res.body, { success: false, message: '不支持的请求体编码或字符集', details: res.body.details, code: 'UNSUPPORTED_MEDIA_TYPE' });
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('400 INVALID_JSON for gzip-declared garbage', async () => {
+      const res = await app.httpRequest().post('/kv/gz').set('x-app-token', token)
+        .set('content-type', 'application/json').set('content-encoding', 'gzip').send('not gzip');
+      assert.ok(res.status === 400 || res.status === 415, String(res.status));
+      assert.strictEqual(res.body.success, false);
+      assert.deepStrictEqual(await keys(), []);
+    });
+
+    it('NUL bytes in headers-free places: query and body strings are data', async () => {
+      await app.httpRequest().get('/kv?sortBy=key%00').set('x-app-token', token).expect(400);
+      await app.httpRequest().get('/kv/_info?token=%00').expect(401);
+      await post('/kv/n', 'application/json', '{"\\u0000":"\\u0000"}').expect(200);
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/n').set('x-app-token', token).expect(200)).body, { '\u0000': '\u0000' });
+      assertInvalidJson(await post('/kv/raw', 'application/json', '{"a":"x\u0000y"}'));
+    });
+  });
+});

@@ -1,0 +1,207 @@
+import assert from 'node:assert';
+import { app } from 'egg-mock/bootstrap';
+import type { KvChange } from '../../../app/lib/kvEvents';
+import type { TokenInfo } from '../../../app/lib/tokenCache';
+import { deviceWithToken } from '../../support/factories';
+
+const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+async function storedValue(deviceId: number, key: string): Promise<string | undefined> {
+  const rows = await app.model.query('SELECT value FROM kv_entries WHERE deviceId = ? AND `key` = ?', {
+    replacements: [ deviceId, key ], type: 'SELECT', raw: true,
+  }) as Array<{ value: string }>;
+  return rows[0]?.value;
+}
+
+async function revisions(deviceId: number): Promise<Record<string, number>> {
+  const rows = await app.model.query('SELECT `key`, revision FROM kv_entries WHERE deviceId = ?', {
+    replacements: [ deviceId ], type: 'SELECT', raw: true,
+  }) as Array<{ key: string; revision: number | string }>;
+  return Object.fromEntries(rows.map(r => [ r.key, Number(r.revision) ]));
+}
+
+/** A trigger that makes the database refuse to insert the key `boom` (a failure inside the transaction). */
+async function withFailingInsert(fn: () => Promise<void>) {
+  const db = app.model;
+  if (db.getDialect() === 'mysql') {
+    await db.query('DROP TRIGGER IF EXISTS kv_test_boom');
+    await db.query("CREATE TRIGGER kv_test_boom BEFORE INSERT ON kv_entries FOR EACH ROW BEGIN IF NEW.`key` = 'boom' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF; END");
+  } else {
+    await db.query('DROP TRIGGER IF EXISTS kv_test_boom');
+    await db.query("CREATE TRIGGER kv_test_boom BEFORE INSERT ON kv_entries WHEN NEW.\"key\" = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END");
+  }
+  try {
+    await fn();
+  } finally {
+    await db.query('DROP TRIGGER IF EXISTS kv_test_boom');
+  }
+}
+
+describe('test/app/service/kv.test.ts', () => {
+  let events: KvChange[];
+  let unsubscribe: () => void;
+  let device: { id: number; uuid: string };
+  let token: string;
+  let info: TokenInfo;
+
+  beforeEach(async () => {
+    const d = await deviceWithToken();
+    device = d.device;
+    token = d.token;
+    const resolved = await app.mockContext().service.appInstall.resolveToken(token);
+    assert.ok(resolved);
+    info = resolved;
+    events = [];
+    unsubscribe = app.kvEvents.subscribe(change => events.push(change));
+  });
+
+  afterEach(() => unsubscribe());
+
+  describe('upsert() / remove() / batchImport()', () => {
+    it('revision numbers increase by one per write and per batch item; a failed delete uses none', async () => {
+      const kv = app.mockContext().service.kv;
+      const r1 = await kv.upsert(info, 'a', { v: 1 }, '10.0.0.1');
+      const r2 = await kv.upsert(info, 'a', { v: 2 }, '10.0.0.2');
+      const batch = await kv.batchImport(info, [[ 'b', 1 ], [ 'a', [ 3 ]], [ 'c', {}]], '10.0.0.3');
+      await kv.remove(info, 'b');
+      await assert.rejects(kv.remove(info, 'missing'), { status: 404, message: "未找到键名为 'missing' 的记录" });
+      const r3 = await kv.upsert(info, 'd', [], '10.0.0.4');
+
+      assert.deepStrictEqual(r1, { deviceId: device.id, key: 'a', created: true, updatedAt: r1.updatedAt });
+      assert.deepStrictEqual(r2, { deviceId: device.id, key: 'a', created: false, updatedAt: r2.updatedAt });
+      assert.deepStrictEqual(batch, {
+        deviceId: device.id, total: 3, successful: 3, failed: 0,
+        results: [{ key: 'b', created: true }, { key: 'a', created: false }, { key: 'c', created: true }],
+      });
+      const deleted = events[5];
+      assert.strictEqual(deleted.action, 'delete');
+      assert.ok(deleted.action === 'delete' && ISO_MS.test(deleted.deletedAt));
+      const batchTime = events[2].action === 'upsert' ? events[2].updatedAt : '';
+      assert.ok(ISO_MS.test(batchTime));
+      const uuid = device.uuid;
+      assert.deepStrictEqual(events, [
+        { uuid, key: 'a', action: 'upsert', created: true, updatedAt: r1.updatedAt.toISOString(), revision: 1 },
+        { uuid, key: 'a', action: 'upsert', created: false, updatedAt: r2.updatedAt.toISOString(), revision: 2 },
+        { uuid, key: 'b', action: 'upsert', created: true, updatedAt: batchTime, revision: 3, batch: true },
+        { uuid, key: 'a', action: 'upsert', created: false, updatedAt: batchTime, revision: 4, batch: true },
+        { uuid, key: 'c', action: 'upsert', created: true, updatedAt: batchTime, revision: 5, batch: true },
+        { uuid, key: 'b', action: 'delete', deletedAt: deleted.action === 'delete' ? deleted.deletedAt : '', revision: 6 },
+        { uuid, key: 'd', action: 'upsert', created: true, updatedAt: r3.updatedAt.toISOString(), revision: 7 },
+      ]);
+      assert.deepStrictEqual(await revisions(device.id), { a: 4, c: 5, d: 7 });
+      assert.strictEqual(await storedValue(device.id, 'a'), '[3]');
+    });
+
+    it('publishes only after commit: a listener reading from another connection sees the new value', async () => {
+      const seen: Array<Promise<string | undefined>> = [];
+      const off = app.kvEvents.subscribe(change => {
+        seen.push(storedValue(device.id, change.key));
+      });
+      try {
+        const kv = app.mockContext().service.kv;
+        await kv.upsert(info, 'k', { n: 1 }, '127.0.0.1');
+        await kv.batchImport(info, [[ 'k', { n: 2 }], [ 'j', { n: 3 }]], '127.0.0.1');
+        await kv.remove(info, 'j');
+      } finally {
+        off();
+      }
+      assert.deepStrictEqual(await Promise.all(seen), [ '{"n":1}', '{"n":2}', '{"n":3}', undefined ]);
+    });
+
+    it('a batch failing mid-transaction writes nothing, uses no revision and publishes nothing', async () => {
+      const kv = app.mockContext().service.kv;
+      await kv.upsert(info, 'x', { old: true }, '127.0.0.1');
+      events.length = 0;
+      await withFailingInsert(async () => {
+        await assert.rejects(kv.batchImport(info, [[ 'x', { new: true }], [ 'y', 1 ], [ 'boom', 2 ], [ 'z', 3 ]], '127.0.0.1'));
+        await assert.rejects(kv.upsert(info, 'boom', { v: 1 }, '127.0.0.1'));
+      });
+      assert.deepStrictEqual(events, []);
+      assert.strictEqual(await storedValue(device.id, 'x'), '{"old":true}');
+      assert.deepStrictEqual(await revisions(device.id), { x: 1 });
+      const next = await kv.upsert(info, 'y', [], '127.0.0.1');
+      assert.strictEqual(next.created, true);
+      assert.deepStrictEqual((events as KvChange[]).map(e => e.revision), [ 2 ]);
+    });
+
+    it('concurrent first writes of one key: exactly one created, distinct revisions', async () => {
+      const results = await Promise.all(Array.from({ length: 12 }, (_, i) =>
+        app.mockContext().service.kv.upsert(info, 'race', { i }, '127.0.0.1')));
+      assert.strictEqual(results.filter(r => r.created).length, 1);
+      assert.deepStrictEqual(events.map(e => e.revision).sort((a, b) => a - b), Array.from({ length: 12 }, (_, i) => i + 1));
+      assert.strictEqual(events.filter(e => e.action === 'upsert' && e.created).length, 1);
+    });
+  });
+
+  describe('events through the HTTP routes', () => {
+    it('POST /kv/:key publishes one upsert with the answer\'s created and updatedAt', async () => {
+      const res = await app.httpRequest().post('/kv/h').set('x-app-token', token).send({ a: 1 }).expect(200);
+      assert.deepStrictEqual(events, [
+        { uuid: device.uuid, key: 'h', action: 'upsert', created: true, updatedAt: res.body.updatedAt, revision: 1 },
+      ]);
+    });
+
+    it('POST /kv/_batchimport publishes one upsert per key with batch:true, in input order', async () => {
+      await app.httpRequest().post('/kv/z').set('x-app-token', token).send({}).expect(200);
+      events.length = 0;
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ z: 1, a: 2, m: 3 }).expect(200);
+      const t = events[0]?.action === 'upsert' ? events[0].updatedAt : '';
+      assert.deepStrictEqual(events, [
+        { uuid: device.uuid, key: 'z', action: 'upsert', created: false, updatedAt: t, revision: 2, batch: true },
+        { uuid: device.uuid, key: 'a', action: 'upsert', created: true, updatedAt: t, revision: 3, batch: true },
+        { uuid: device.uuid, key: 'm', action: 'upsert', created: true, updatedAt: t, revision: 4, batch: true },
+      ]);
+    });
+
+    it('concurrent HTTP writes of one device all succeed (200), one of them created', async () => {
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) =>
+        app.httpRequest().post(`/kv/${i % 2 ? 'odd' : 'even'}`).set('x-app-token', token).send({ i })));
+      assert.deepStrictEqual(results.map(r => r.status), Array(8).fill(200));
+      assert.strictEqual(results.filter(r => r.body.created).length, 2);
+      assert.deepStrictEqual(events.map(e => e.revision).sort((a, b) => a - b), [ 1, 2, 3, 4, 5, 6, 7, 8 ]);
+    });
+
+    it('DELETE /kv/:key publishes one delete', async () => {
+      await app.httpRequest().post('/kv/d').set('x-app-token', token).send([]).expect(200);
+      events.length = 0;
+      await app.httpRequest().delete('/kv/d').set('x-app-token', token).expect(204);
+      assert.strictEqual(events.length, 1);
+      const e = events[0];
+      assert.ok(e.action === 'delete' && ISO_MS.test(e.deletedAt));
+      assert.deepStrictEqual(e, { uuid: device.uuid, key: 'd', action: 'delete', deletedAt: e.action === 'delete' ? e.deletedAt : '', revision: 2 });
+    });
+
+    it('reads publish nothing', async () => {
+      await app.httpRequest().post('/kv/r').set('x-app-token', token).send({ a: 1 }).expect(200);
+      events.length = 0;
+      await app.httpRequest().get('/kv/r').set('x-app-token', token).expect(200);
+      await app.httpRequest().get('/kv/r/metadata').set('x-app-token', token).expect(200);
+      await app.httpRequest().get('/kv').set('x-app-token', token).expect(200);
+      await app.httpRequest().get('/kv/_keys').set('x-app-token', token).expect(200);
+      await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
+      await app.httpRequest().get('/kv/missing').set('x-app-token', token).expect(404);
+      assert.deepStrictEqual(events, []);
+    });
+
+    it('failed writes publish nothing', async () => {
+      const saved = app.config.classworks.batchLimit;
+      app.config.classworks.batchLimit = 1;
+      try {
+        await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ a: 1, b: 2 }).expect(413);
+      } finally {
+        app.config.classworks.batchLimit = saved;
+      }
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ ok: 1, ['x'.repeat(192)]: 1 }).expect(400);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({}).expect(400);
+      await app.httpRequest().post(`/kv/${'x'.repeat(192)}`).set('x-app-token', token).send({}).expect(400);
+      await app.httpRequest().post('/kv/k').set('x-app-token', token).expect(400);
+      await app.httpRequest().post('/kv/k').set('x-app-token', token).set('content-type', 'application/json').send('{bad').expect(400);
+      await app.httpRequest().post('/kv/k').set('x-app-token', 'nope').send({ a: 1 }).expect(401);
+      await app.httpRequest().delete('/kv/missing').set('x-app-token', token).expect(404);
+      assert.deepStrictEqual(events, []);
+      // The failed delete above bumped no revision either.
+      await app.httpRequest().post('/kv/after').set('x-app-token', token).send({}).expect(200);
+      assert.deepStrictEqual((events as KvChange[]).map(e => e.revision), [ 1 ]);
+    });
+  });
+});
