@@ -2,7 +2,15 @@ import { Controller } from 'egg';
 import { badRequest } from '../lib/errors';
 import { isPlainObject } from '../validator/common';
 
-const code = (v: unknown) => (typeof v === 'string' && v.length > 0 && v.length <= 64 ? v : undefined);
+/**
+ * A device code as typed by a person: surrounding spaces are dropped and letters
+ * compared in upper case (codes are generated as `1234-ABCD`).
+ */
+function code(v: unknown): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  const c = v.trim().toUpperCase();
+  return c.length > 0 && c.length <= 64 ? c : undefined;
+}
 
 /** /auth/device/* — the device-code flow for CLI tools. */
 export default class DeviceAuthController extends Controller {

@@ -13,6 +13,7 @@ export interface TokenInfo {
  */
 export class TokenCache {
   private readonly map = new Map<string, { info: TokenInfo; expiresAt: number }>();
+  private gen = 0;
 
   constructor(private readonly ttlMs: number, private readonly max: number) {}
 
@@ -27,8 +28,16 @@ export class TokenCache {
     return hit.info;
   }
 
-  set(info: TokenInfo) {
-    if (this.ttlMs === 0) return;
+  /**
+   * Bumped by every invalidation. A lookup takes it before querying the database and
+   * passes it to set(): a result read before an uninstall is then never cached after it.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+
+  set(info: TokenInfo, generation: number) {
+    if (this.ttlMs === 0 || generation !== this.gen) return;
     if (this.map.size >= this.max) {
       const oldest = this.map.keys().next().value;
       if (oldest !== undefined) this.map.delete(oldest);
@@ -37,10 +46,12 @@ export class TokenCache {
   }
 
   delete(token: string) {
+    this.gen += 1;
     this.map.delete(token);
   }
 
   clear() {
+    this.gen += 1;
     this.map.clear();
   }
 }

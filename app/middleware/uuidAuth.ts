@@ -13,15 +13,17 @@ function str(v: unknown): string | undefined {
  */
 export default () => async function uuidAuth(ctx: Context, next: () => Promise<void>) {
   const body = (ctx.request as { body?: unknown }).body;
-  const candidates = [
-    str(ctx.params?.uuid),
-    str(ctx.get('x-device-uuid')),
-    str(ctx.query.uuid),
-    isPlainObject(body) ? str(body.uuid) : undefined,
-  ].filter((v): v is string => v !== undefined);
-  if (candidates.length === 0) throw badRequest('需要提供设备UUID');
-  if (candidates.some(c => c !== candidates[0])) throw badRequest('设备UUID不匹配', { sources: candidates.length });
-  const device = await ctx.service.device.getByUuid(candidates[0]);
+  const sources: Array<[string, string | undefined]> = [
+    [ 'path', str(ctx.params?.uuid) ],
+    [ 'header', str(ctx.get('x-device-uuid')) ],
+    [ 'query', str(ctx.query.uuid) ],
+    [ 'body', isPlainObject(body) ? str(body.uuid) : undefined ],
+  ];
+  const given = sources.filter((s): s is [string, string] => s[1] !== undefined);
+  if (given.length === 0) throw badRequest('需要提供设备UUID');
+  const uuid = given[0][1];
+  if (given.some(([ , v ]) => v !== uuid)) throw badRequest('设备UUID不匹配', { sources: given.map(([ name ]) => name) });
+  const device = await ctx.service.device.getByUuid(uuid);
 
   if (device.password) {
     const password = str(ctx.get('x-device-password')) ?? str(ctx.query.password) ?? str(ctx.query.currentPassword);
@@ -31,7 +33,7 @@ export default () => async function uuidAuth(ctx: Context, next: () => Promise<v
     const id = `${ctx.clientIp}|${device.id}`;
     if (rateLimit.password > 0) {
       const failures = await state.ratePeek('pwfail', id);
-      if (failures.count >= rateLimit.password) throw tooMany(failures.resetMs);
+      if (failures.count >= rateLimit.password) throw tooMany(rateLimit.password, rateLimit.windowMs, failures.resetMs);
     }
     if (!await ctx.service.device.checkPassword(device, password)) {
       if (rateLimit.password > 0) await state.rateHit('pwfail', id, rateLimit.windowMs);
@@ -42,9 +44,17 @@ export default () => async function uuidAuth(ctx: Context, next: () => Promise<v
   await next();
 };
 
-function tooMany(resetMs: number) {
+/** The contract's 429: JSON body plus RateLimit-Policy, RateLimit and Retry-After. */
+function tooMany(limit: number, windowMs: number, resetMs: number) {
   const seconds = Math.max(1, Math.ceil(resetMs / 1000));
+  const windowSeconds = Math.round(windowMs / 1000);
   return new HttpError(429, '密码尝试次数过多，请稍后再试', {
-    code: 'TOO_MANY_ATTEMPTS', details: { retryAfter: seconds }, headers: { 'Retry-After': String(seconds) },
+    code: 'TOO_MANY_ATTEMPTS',
+    details: { limit, windowSeconds, retryAfter: seconds },
+    headers: {
+      'RateLimit-Policy': `${limit};w=${windowSeconds}`,
+      RateLimit: `limit=${limit}, remaining=0, reset=${seconds}`,
+      'Retry-After': String(seconds),
+    },
   });
 }

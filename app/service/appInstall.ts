@@ -6,11 +6,37 @@ import type { TokenInfo } from '../lib/tokenCache';
 import type { AppInstallAttributes } from '../model/appInstall';
 import type { DeviceAttributes } from '../model/device';
 
+let lastMs = 0;
+let seq = 0;
+
+/**
+ * Install ids: UUID version 7 (RFC 9562), time-ordered. Within this process ids are
+ * strictly increasing (a 12-bit counter orders ids minted in the same millisecond),
+ * so "newest first" is exact even for installs made in the same millisecond.
+ */
+export function newInstallId(now = Date.now()): string {
+  if (now <= lastMs) {
+    seq += 1;
+    if (seq > 0xfff) {
+      lastMs += 1;
+      seq = 0;
+    }
+  } else {
+    lastMs = now;
+    seq = 0;
+  }
+  const time = lastMs.toString(16).padStart(12, '0');
+  const rand = crypto.randomBytes(8);
+  rand[0] = 0x80 + (rand[0] % 0x40); // RFC 9562 variant bits (10xxxxxx)
+  const r = rand.toString('hex');
+  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${seq.toString(16).padStart(3, '0')}-${r.slice(0, 4)}-${r.slice(4, 16)}`;
+}
+
 /** App installs: the KV tokens of a device. */
 export default class AppInstallService extends Service {
   async install(device: DeviceAttributes, appId: string, note: string | null) {
     const row = (await this.ctx.model.AppInstall.create({
-      id: crypto.randomUUID(),
+      id: newInstallId(),
       deviceId: device.id,
       appId,
       token: newToken(),
@@ -24,7 +50,8 @@ export default class AppInstallService extends Service {
    * entries dropped) and sockets that joined with it leave the room (realtime layer).
    */
   async uninstall(device: DeviceAttributes, installId: string) {
-    const row = await this.ctx.model.AppInstall.findByPk(installId, { raw: true }) as AppInstallAttributes | null;
+    const found = await this.ctx.model.AppInstall.findByPk(installId);
+    const row = found ? found.get({ plain: true }) as AppInstallAttributes : null;
     if (!row) throw notFound('应用未安装');
     if (row.deviceId !== device.id) throw forbidden('无权操作此安装记录');
     await this.ctx.model.AppInstall.destroy({ where: { id: row.id } });
@@ -39,26 +66,30 @@ export default class AppInstallService extends Service {
   }
 
   async list(device: DeviceAttributes, order: 'ASC' | 'DESC') {
-    return await this.ctx.model.AppInstall.findAll({
+    // Not `raw`: raw rows carry SQLite dates as strings; instances give Date objects.
+    const rows = await this.ctx.model.AppInstall.findAll({
       where: { deviceId: device.id },
       order: [[ 'installedAt', order ], [ 'id', order ]],
-      raw: true,
-    }) as unknown as AppInstallAttributes[];
+    });
+    return rows.map(r => r.get({ plain: true }) as AppInstallAttributes);
   }
 
   /** token → device, from this worker's cache or one indexed query. */
   async resolveToken(token: string): Promise<TokenInfo | null> {
     const cached = this.app.tokenCache.get(token);
     if (cached) return cached;
+    const generation = this.app.tokenCache.generation;
     if (token.length > 255) return null;
-    const rows = await this.ctx.model.query(
-      'SELECT a.id AS installId, a.deviceId AS deviceId, d.uuid AS uuid FROM app_installs a ' +
+    const rows = (await this.ctx.model.query(
+      'SELECT a.id AS installId, a.deviceId AS deviceId, a.token AS token, d.uuid AS uuid FROM app_installs a ' +
       'JOIN devices d ON d.id = a.deviceId WHERE a.token = ?',
       { replacements: [ token ], type: 'SELECT', raw: true },
-    ) as Array<{ installId: string; deviceId: number; uuid: string }>;
+    ) as Array<{ installId: string; deviceId: number; token: string; uuid: string }>)
+      // The token column uses a case-insensitive collation on MySQL: compare exactly here.
+      .filter(r => r.token === token);
     if (rows.length === 0) return null;
     const info: TokenInfo = { installId: rows[0].installId, deviceId: Number(rows[0].deviceId), uuid: rows[0].uuid, token };
-    this.app.tokenCache.set(info);
+    this.app.tokenCache.set(info, generation);
     return info;
   }
 }

@@ -7,8 +7,9 @@ import type { DeviceAttributes } from '../model/device';
 /** Devices: registration, names, passwords, and who is online. */
 export default class DeviceService extends Service {
   async findByUuid(uuid: string): Promise<DeviceAttributes | null> {
-    const row = await this.ctx.model.Device.findOne({ where: { uuid }, raw: true });
-    return row as DeviceAttributes | null;
+    // Not `raw`: raw rows carry SQLite dates as strings; instances give Date objects.
+    const row = await this.ctx.model.Device.findOne({ where: { uuid } });
+    return row ? row.get({ plain: true }) as DeviceAttributes : null;
   }
 
   async getByUuid(uuid: string): Promise<DeviceAttributes> {

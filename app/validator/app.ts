@@ -1,4 +1,4 @@
-import { badRequest } from '../lib/errors';
+import { badRequest, notFound } from '../lib/errors';
 import { isIdentifier, optionalText } from './common';
 
 /** Input rules of the /apps routes. */
@@ -8,8 +8,9 @@ export function appId(v: unknown): string {
   return v;
 }
 
+/** An id that cannot exist is simply not installed (same answer as an unknown id). */
 export function installId(v: unknown): string {
-  if (!isIdentifier(v, 64)) throw badRequest('安装ID无效', { field: 'installId' });
+  if (!isIdentifier(v, 64)) throw notFound('应用未安装');
   return v;
 }
 

@@ -44,3 +44,25 @@ export async function deviceWithToken(opts: { uuid?: string } = {}) {
   const install = await installApp(device);
   return { device, install, token: install.token };
 }
+
+const savedRateLimits: Array<Record<string, number>> = [];
+
+/**
+ * Changes rate limits (app.config.classworks.rateLimit) for one test. Pair it with
+ * `restoreRateLimits()` in an afterEach so no other test sees the change.
+ */
+export function overrideRateLimits(values: Partial<Record<'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch' | 'password', number>>) {
+  const limits = app.config.classworks.rateLimit as unknown as Record<string, number>;
+  savedRateLimits.push({ ...limits });
+  Object.assign(limits, values);
+}
+
+/** Undoes every `overrideRateLimits()` since the last restore. */
+export function restoreRateLimits() {
+  const first = savedRateLimits[0];
+  savedRateLimits.length = 0;
+  if (first) Object.assign(app.config.classworks.rateLimit, first);
+}
+
+/** ISO-8601 with milliseconds, UTC: the contract's timestamp format. */
+export const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
