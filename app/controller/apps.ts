@@ -1,4 +1,5 @@
 import { Controller } from 'egg';
+import { forbidden } from '../lib/errors';
 import * as rules from '../validator/app';
 import { isPlainObject } from '../validator/common';
 
@@ -14,7 +15,9 @@ export default class AppsController extends Controller {
 
   async uninstall() {
     const installId = rules.installId(this.ctx.params.installId);
-    await this.service.appInstall.uninstall(this.ctx.device, installId);
+    const install = await this.service.appInstall.getInstall(installId);
+    if (install.deviceId !== this.ctx.device.id) throw forbidden('无权操作此安装记录');
+    await this.service.appInstall.uninstall(this.ctx.device, install);
     this.ctx.status = 204;
   }
 

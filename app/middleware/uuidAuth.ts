@@ -32,17 +32,27 @@ export default () => async function uuidAuth(ctx: Context, next: () => Promise<v
     const state = ctx.app.sharedState;
     const id = `${ctx.clientIp}|${device.id}`;
     if (rateLimit.password > 0) {
-      const failures = await state.ratePeek('pwfail', id);
-      if (failures.count >= rateLimit.password) throw tooMany(rateLimit.password, rateLimit.windowMs, failures.resetMs);
+      const failures = await failOpen(ctx, () => state.ratePeek('pwfail', id));
+      if (failures && failures.count >= rateLimit.password) throw tooMany(rateLimit.password, rateLimit.windowMs, failures.resetMs);
     }
     if (!await ctx.service.device.checkPassword(device, password)) {
-      if (rateLimit.password > 0) await state.rateHit('pwfail', id, rateLimit.windowMs);
+      if (rateLimit.password > 0) await failOpen(ctx, () => state.rateHit('pwfail', id, rateLimit.windowMs));
       throw unauthorized('密码错误');
     }
   }
   ctx.device = device;
   await next();
 };
+
+/** Like every rate limit, the password throttle lets requests through while Redis is unreachable. */
+async function failOpen<T>(ctx: Context, op: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await op();
+  } catch (err) {
+    ctx.logger.warn('[uuidAuth] shared state unavailable, not throttling: %s', (err as Error).message);
+    return undefined;
+  }
+}
 
 /** The contract's 429: JSON body plus RateLimit-Policy, RateLimit and Retry-After. */
 function tooMany(limit: number, windowMs: number, resetMs: number) {

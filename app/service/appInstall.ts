@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { Service } from 'egg';
-import { forbidden, notFound } from '../lib/errors';
+import { notFound } from '../lib/errors';
 import { newToken } from '../lib/password';
 import type { TokenInfo } from '../lib/tokenCache';
 import type { AppInstallAttributes } from '../model/appInstall';
@@ -49,11 +49,13 @@ export default class AppInstallService extends Service {
    * Deletes an install. Its token stops working at once on every worker (cache
    * entries dropped) and sockets that joined with it leave the room (realtime layer).
    */
-  async uninstall(device: DeviceAttributes, installId: string) {
+  async getInstall(installId: string): Promise<AppInstallAttributes> {
     const found = await this.ctx.model.AppInstall.findByPk(installId);
-    const row = found ? found.get({ plain: true }) as AppInstallAttributes : null;
-    if (!row) throw notFound('应用未安装');
-    if (row.deviceId !== device.id) throw forbidden('无权操作此安装记录');
+    if (!found) throw notFound('应用未安装');
+    return found.get({ plain: true }) as AppInstallAttributes;
+  }
+
+  async uninstall(device: DeviceAttributes, row: AppInstallAttributes) {
     await this.ctx.model.AppInstall.destroy({ where: { id: row.id } });
     this.app.tokenCache.delete(row.token);
     try {
@@ -79,7 +81,9 @@ export default class AppInstallService extends Service {
     const cached = this.app.tokenCache.get(token);
     if (cached) return cached;
     const generation = this.app.tokenCache.generation;
-    if (token.length > 255) return null;
+    // Tokens are printable ASCII; anything else (NUL, control characters, huge strings)
+    // is never looked up, whichever path (HTTP or socket) it came from.
+    if (!/^[\x21-\x7e]{1,255}$/.test(token)) return null;
     const rows = (await this.ctx.model.query(
       'SELECT a.id AS installId, a.deviceId AS deviceId, a.token AS token, d.uuid AS uuid FROM app_installs a ' +
       'JOIN devices d ON d.id = a.deviceId WHERE a.token = ?',
