@@ -4,7 +4,6 @@ export default (app: Application) => {
   const { router, controller, middleware, io } = app;
   const uuidAuth = middleware.uuidAuth();
   const kvAuth = middleware.kvAuth();
-  const jsonBody = middleware.jsonBody();
 
   router.get('/', controller.home.index);
   router.get('/check', controller.home.check);
@@ -34,11 +33,11 @@ export default (app: Application) => {
   // Reserved names first, then `:key`.
   router.get('/kv/_info', kvAuth, controller.kv.info);
   router.get('/kv/_keys', kvAuth, controller.kv.keys);
-  router.post('/kv/_batchimport', jsonBody, kvAuth, controller.kv.batchImport);
+  router.post('/kv/_batchimport', kvAuth, controller.kv.batchImport);
   router.get('/kv', kvAuth, controller.kv.list);
   router.get('/kv/:key/metadata', kvAuth, controller.kv.metadata);
   router.get('/kv/:key', kvAuth, controller.kv.show);
-  router.post('/kv/:key', jsonBody, kvAuth, controller.kv.upsert);
+  router.post('/kv/:key', kvAuth, controller.kv.upsert);
   router.delete('/kv/:key', kvAuth, controller.kv.destroy);
 
   io.of('/').route('join-token', io.controller.token.join);

@@ -46,7 +46,12 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   config.classworks = settings;
 
   // The error handler must wrap egg's own body parser, so it is put first in app.ts.
-  config.middleware = [ 'rateLimit' ];
+  // jsonBody first: the KV token may sit in a body sent as text or form, and the
+  // rate limiter must see it exactly as kvAuth will.
+  config.middleware = [ 'jsonBody', 'rateLimit' ];
+  config.jsonBody = {
+    match: (ctx: { method: string; path: string }) => ctx.method === 'POST' && /^\/kv(\/|$)/.test(ctx.path),
+  } as any;
 
   config.cluster = { listen: { port: settings.port } } as any;
 

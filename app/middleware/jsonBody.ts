@@ -42,7 +42,8 @@ function hasProtoKey(value: unknown): boolean {
 }
 
 /**
- * Body of the KV write routes. KV writes take a JSON document whatever the
+ * Body of the KV write routes (POST /kv*, see config.jsonBody; it runs before the
+ * rate limiter and kvAuth so both see a token sent inside the body). KV writes take a JSON document whatever the
  * Content-Type (device scripts often send `curl -d` bodies as form or text, or as
  * application/octet-stream); a body egg did not parse as JSON is parsed here with
  * the same rules as egg's JSON parser (BODY_LIMIT, `__proto__` keys refused).

@@ -2,39 +2,17 @@ import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { HttpError } from '../lib/errors';
 import { extractKvToken } from '../lib/kvToken';
-import { isPlainObject } from '../validator/common';
 
 type Bucket = 'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch';
-
-/**
- * The KV token of a request, as kvAuth will see it. kvAuth runs after the jsonBody
- * router middleware, which parses JSON sent with a form or text content type
- * (`curl -d`); a token inside such a body must count against its quota too.
- */
-function kvToken(ctx: Context): string | undefined {
-  const found = extractKvToken(ctx);
-  if (found) return found.token;
-  const raw = (ctx.request as { rawBody?: unknown }).rawBody;
-  if (typeof raw !== 'string' || raw.trim() === '' || ctx.is('json')) return undefined;
-  let body: unknown;
-  try {
-    body = JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
-  if (!isPlainObject(body)) return undefined;
-  if (typeof body.token === 'string' && body.token) return body.token;
-  if (typeof body.apptoken === 'string' && body.apptoken) return body.apptoken;
-  return undefined;
-}
 
 /** Which quota a request counts against, and whose it is; undefined = not counted. */
 function classify(ctx: Context): { bucket: Bucket; id: string } | undefined {
   const p = ctx.path;
   if (p === '/kv' || p.startsWith('/kv/')) {
-    const token = kvToken(ctx);
-    if (!token) return undefined; // answered 401 by kvAuth, nothing to count against
-    const id = crypto.createHash('sha256').update(token).digest('base64url');
+    // The jsonBody middleware ran before: a token inside a text or form body is visible.
+    const found = extractKvToken(ctx);
+    if (!found) return undefined; // answered 401 by kvAuth, nothing to count against
+    const id = crypto.createHash('sha256').update(found.token).digest('base64url');
     const m = ctx.method;
     if (m === 'GET' || m === 'HEAD') return { bucket: 'kvRead', id };
     if (m === 'DELETE') return { bucket: 'kvDelete', id };
