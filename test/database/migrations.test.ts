@@ -50,7 +50,7 @@ describe('test/database/migrations.test.ts', () => {
   it('stores keys byte-exactly: case, trailing spaces and unicode forms are different keys', async () => {
     const now = new Date();
     await sequelize.query('INSERT INTO devices (uuid, name, revision, createdAt, updatedAt) VALUES (?, ?, 0, ?, ?)', { replacements: [ 'm-dev', 'x', now, now ] });
-    const [ [ dev ] ] = await sequelize.query('SELECT id FROM devices WHERE uuid = ?', { replacements: [ 'm-dev' ] }) as [Array<{ id: number }>, unknown];
+    const [[ dev ]] = await sequelize.query('SELECT id FROM devices WHERE uuid = ?', { replacements: [ 'm-dev' ] }) as [Array<{ id: number }>, unknown];
     const keys = [ 'a', 'A', 'a ', 'é', 'e\u0301' ];
     for (const key of keys) {
       await sequelize.query('INSERT INTO kv_entries (deviceId, `key`, value, revision, createdAt, updatedAt) VALUES (?, ?, ?, 0, ?, ?)', {
@@ -59,7 +59,7 @@ describe('test/database/migrations.test.ts', () => {
     }
     for (const key of keys) {
       const [ rows ] = await sequelize.query('SELECT value FROM kv_entries WHERE deviceId = ? AND `key` = ?', { replacements: [ dev.id, key ] }) as [Array<{ value: string }>, unknown];
-      assert.deepStrictEqual(rows.map(r => JSON.parse(r.value)), [ { key } ]);
+      assert.deepStrictEqual(rows.map(r => JSON.parse(r.value)), [{ key }]);
     }
     const [ uuidRows ] = await sequelize.query('SELECT id FROM devices WHERE uuid = ?', { replacements: [ 'M-DEV' ] }) as [unknown[], unknown];
     assert.deepStrictEqual(uuidRows, []);
