@@ -19,10 +19,27 @@ function umzugFor(sequelize: Sequelize, dir = MIGRATIONS_DIR) {
   });
 }
 
-/** Applies every pending migration in `database/migrations`; returns the names applied. */
+/**
+ * Applies every pending migration in `database/migrations`; returns the names applied.
+ * On MySQL the run holds a named lock, so instances starting together against one
+ * database migrate one after the other instead of racing on the same DDL.
+ */
 export async function migrateUp(sequelize: Sequelize, dir?: string): Promise<string[]> {
-  const done: Array<{ file: string }> = await umzugFor(sequelize, dir).up();
-  return done.map(m => m.file);
+  const run = async () => {
+    const done: Array<{ file: string }> = await umzugFor(sequelize, dir).up();
+    return done.map(m => m.file);
+  };
+  if (sequelize.getDialect() !== 'mysql') return run();
+  // GET_LOCK belongs to a connection: a transaction keeps one connection for it.
+  return sequelize.transaction(async transaction => {
+    const [ rows ] = await sequelize.query("SELECT GET_LOCK('classworks-kv:migrate', 120) AS locked", { transaction }) as [Array<{ locked: number | null }>, unknown];
+    if (Number(rows[0]?.locked) !== 1) throw new Error('could not take the migration lock within 120 s');
+    try {
+      return await run();
+    } finally {
+      await sequelize.query("SELECT RELEASE_LOCK('classworks-kv:migrate')", { transaction });
+    }
+  });
 }
 
 /** Reverts every migration (used by tests of the migrations themselves). */

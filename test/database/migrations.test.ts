@@ -15,14 +15,18 @@ describe('test/database/migrations.test.ts', () => {
   const mysqlUrl = process.env.DATABASE_URL?.startsWith('mysql:') ? process.env.DATABASE_URL : undefined;
   const dbName = `classworks_migr_${process.pid}`;
 
+  function connect() {
+    const u = new URL(mysqlUrl!);
+    u.pathname = `/${dbName}`;
+    return new Sequelize(u.toString(), { logging: false, dialectOptions: { charset: 'utf8mb4' } });
+  }
+
   before(async () => {
     if (mysqlUrl) {
       const admin = new Sequelize(mysqlUrl, { logging: false });
       await admin.query(`CREATE DATABASE IF NOT EXISTS \`${dbName}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
       await admin.close();
-      const u = new URL(mysqlUrl);
-      u.pathname = `/${dbName}`;
-      sequelize = new Sequelize(u.toString(), { logging: false, dialectOptions: { charset: 'utf8mb4' } });
+      sequelize = connect();
     } else {
       dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-migr-'));
       sequelize = new Sequelize({ dialect: 'sqlite', storage: path.join(dir, 'm.sqlite'), logging: false });
@@ -40,9 +44,18 @@ describe('test/database/migrations.test.ts', () => {
     return names.map(n => (typeof n === 'string' ? n : (n as { tableName: string }).tableName)).filter(n => n !== 'SequelizeMeta').sort();
   }
 
-  it('applies every migration, then none on a second run', async () => {
-    const applied = await migrateUp(sequelize);
+  it('applies every migration exactly once, also when two servers start together on MySQL, then none', async () => {
+    // On MySQL a second connection pool plays a second instance starting at the same moment.
+    const other = mysqlUrl ? connect() : undefined;
+    let runs: string[][];
+    try {
+      runs = await Promise.all([ migrateUp(sequelize), ...(other ? [ migrateUp(other) ] : []) ]);
+    } finally {
+      await other?.close();
+    }
+    const applied = runs.flat();
     assert.ok(applied.length >= 1);
+    assert.strictEqual(new Set(applied).size, applied.length);
     assert.deepStrictEqual(await tables(), [ 'app_installs', 'devices', 'kv_entries' ]);
     assert.deepStrictEqual(await migrateUp(sequelize), []);
   });
