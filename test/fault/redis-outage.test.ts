@@ -1,0 +1,116 @@
+import assert from 'node:assert';
+import { Cluster, FaultSocket, World, deviceWithToken, eventually, online, request, sleep } from './support';
+
+/** Steady KV reads and writes through both workers; records every answer. */
+class KvLoad {
+  readonly statuses: Record<string, number> = {};
+  readonly bad: string[] = [];
+  private running = true;
+  private readonly loops: Array<Promise<void>>;
+
+  constructor(cluster: Cluster, token: string) {
+    this.loops = [ '127.0.0.2', '127.0.0.3' ].map((localAddress, i) => (async () => {
+      for (let n = 0; this.running; n++) {
+        const write = n % 2 === 0;
+        const key = `load-${i}-${Math.floor(n / 2)}`;
+        try {
+          const res = write
+            ? await request(cluster, 'POST', `/kv/${key}`, { body: { n }, headers: { 'x-app-token': token }, localAddress })
+            : await request(cluster, 'GET', `/kv/load-${i}-${Math.floor(n / 2)}`, { headers: { 'x-app-token': token }, localAddress });
+          const what = `${write ? 'POST' : 'GET'} ${res.status}`;
+          this.statuses[what] = (this.statuses[what] ?? 0) + 1;
+          if (res.status !== 200) this.bad.push(`${what} ${res.text}`);
+        } catch (err) {
+          this.bad.push(`${write ? 'POST' : 'GET'} ${(err as Error).message}`);
+        }
+        await sleep(20);
+      }
+    })());
+  }
+
+  async stop() {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
+}
+
+describe('test/fault/redis-outage.test.ts', () => {
+  const world = new World('fault_redis', { PRESENCE_HEARTBEAT_MS: '500', PRESENCE_TTL_MS: '1500' });
+  let token: string;
+  let onA: FaultSocket;
+  let onB: FaultSocket;
+
+  before(async () => {
+    await world.start();
+    token = (await deviceWithToken(world.cluster, 'dev-r')).token;
+    onA = await world.joined({ token, localAddress: '127.0.0.2' });
+    onB = await world.joined({ token, localAddress: '127.0.0.3' });
+  });
+
+  after(async () => {
+    await world.stop();
+  });
+
+  /** Writes through the worker of `via` until `listener` (on the other worker) receives the change. */
+  async function broadcastReaches(via: string, listener: FaultSocket, label: string) {
+    let n = 0;
+    await eventually(async () => {
+      const key = `${label}-${n++}`;
+      const from = listener.events.length;
+      const res = await request(world.cluster, 'POST', `/kv/${key}`, { body: { key }, headers: { 'x-app-token': token }, localAddress: via });
+      assert.strictEqual(res.status, 200, res.text);
+      await listener.waitFor('kv-key-changed', p => p.key === key, 1000, from);
+    }, 30000, 200);
+  }
+
+  it('Redis killed and restarted empty under load: HTTP KV keeps answering 200 (rate limits fail open; only ' +
+    '/devices/online and device codes answer 503), ' +
+    'broadcasts across workers and presence come back by themselves, no worker restarts', async () => {
+    const c = world.cluster;
+    const master = c.masterPid;
+    const pids = c.workerPids();
+    assert.notStrictEqual(await c.workerFor('127.0.0.2'), await c.workerFor('127.0.0.3'));
+    await broadcastReaches('127.0.0.2', onB, 'before');
+    assert.deepStrictEqual(await online(c), { 'dev-r': 2 });
+
+    const limited = await request(c, 'GET', '/kv/_info', { headers: { 'x-app-token': token } });
+    assert.strictEqual(limited.headers['ratelimit-policy'], '1024;w=60');
+
+    const load = new KvLoad(c, token);
+    await sleep(1000);
+    await world.redis.stop();
+
+    // While Redis is away. What needs Redis alone (cluster-wide presence, device codes)
+    // answers the 503 of the contract; everything else works, without rate limiting.
+    await sleep(1000);
+    const REDIS_DOWN = { success: false, message: 'Redis 服务不可用，请稍后重试', details: { service: 'redis' }, code: 'SERVICE_UNAVAILABLE' };
+    for (const localAddress of [ '127.0.0.2', '127.0.0.3' ]) {
+      const presence = await request(c, 'GET', '/devices/online', { localAddress });
+      assert.deepStrictEqual([ presence.status, presence.json ], [ 503, REDIS_DOWN ]);
+      const code = await request(c, 'POST', '/auth/device/code', { localAddress });
+      assert.deepStrictEqual([ code.status, code.json ], [ 503, REDIS_DOWN ]);
+      const device = await request(c, 'GET', '/devices/dev-r', { localAddress });
+      assert.strictEqual(device.status, 200, device.text);
+      const info = await request(c, 'GET', '/kv/_info', { localAddress, headers: { 'x-app-token': token } });
+      assert.strictEqual(info.status, 200, info.text);
+      assert.strictEqual(info.headers['ratelimit-policy'], undefined, 'rate limiting fails open: no quota headers');
+    }
+    await sleep(3000);
+
+    await world.redis.start();
+    await broadcastReaches('127.0.0.2', onB, 'after-a');
+    await broadcastReaches('127.0.0.3', onA, 'after-b');
+    await eventually(async () => assert.deepStrictEqual(await online(c, { localAddress: '127.0.0.2' }), { 'dev-r': 2 }), 20000);
+    await eventually(async () => assert.deepStrictEqual(await online(c, { localAddress: '127.0.0.3' }), { 'dev-r': 2 }), 20000);
+    await sleep(1000);
+    await load.stop();
+    console.log(`      load answers: ${JSON.stringify(load.statuses)}`);
+
+    assert.deepStrictEqual(load.bad, []);
+    assert.ok(load.statuses['POST 200'] > 0 && load.statuses['GET 200'] > 0);
+    // The sockets stayed connected and no worker restarted.
+    assert.deepStrictEqual([ onA.disconnects, onB.disconnects ], [ 0, 0 ]);
+    assert.strictEqual(c.masterPid, master);
+    assert.deepStrictEqual(c.workerPids(), pids);
+  });
+});
