@@ -133,6 +133,17 @@ describe('test/app/service/kv.test.ts', () => {
     });
   });
 
+  describe('concurrent first writes on many devices', () => {
+    it('every write of a new key on 16 devices at once succeeds with created:true (no deadlock between neighbours)', async () => {
+      const devices = [];
+      for (let i = 0; i < 16; i++) devices.push(await deviceWithToken());
+      const results = await Promise.all(devices.flatMap(d => [ 'k1', 'k2', 'k3' ].map(key =>
+        app.mockContext().service.kv.upsert({ ...d.install, installId: d.install.id, deviceId: d.device.id, uuid: d.device.uuid, token: d.token }, key, { key }, '127.0.0.1'))));
+      assert.strictEqual(results.length, 48);
+      assert.ok(results.every(r => r.created === true));
+    });
+  });
+
   describe('events through the HTTP routes', () => {
     it('POST /kv/:key publishes one upsert with the answer\'s created and updatedAt', async () => {
       const res = await app.httpRequest().post('/kv/h').set('x-app-token', token).send({ a: 1 }).expect(200);
