@@ -7,9 +7,10 @@
  * Needs `npm run build` first (npm run test:cluster does it).
  */
 import assert from 'node:assert';
+import { closeAllClients, COMBINATIONS, TestClient, TransportName } from '../support/socket';
 import {
-  ADDR_W0, ADDR_W1, Cluster, Generation, TestClient, Transport,
-  closeAllClients, closeRedis, connectJoined, deviceWithToken, eventually, pidOfInstance,
+  ADDR_W0, ADDR_W1, Cluster,
+  closeRedis, deviceWithToken, eventually, joinedClient, pidOfInstance,
   presence, request, resetRateLimits, startCluster, truncateTables,
 } from './support';
 
@@ -64,14 +65,12 @@ describe('test/cluster/cluster.test.ts', function() {
     return res.body;
   }
 
-  const combos: Array<[Generation, Transport]> = [[ 'v4', 'websocket' ], [ 'v4', 'polling' ], [ 'v2', 'websocket' ], [ 'v2', 'polling' ]];
-
   describe('[sticky routing] egg master by source address', () => {
-    combos.forEach(([ gen, transport ]) => {
+    COMBINATIONS.forEach(({ client: gen, transport }) => {
       it(`puts ${gen} ${transport} clients from ${ADDR_W0} and ${ADDR_W1} on two different workers of this cluster`, async () => {
         const d = await deviceWithToken(cluster.url);
-        const a = await connectJoined(cluster.url, { gen, transport, localAddress: ADDR_W0, token: d.token });
-        const b = await connectJoined(cluster.url, { gen, transport, localAddress: ADDR_W1, token: d.token });
+        const a = await joinedClient(cluster.url, { version: gen, transport, localAddress: ADDR_W0, token: d.token });
+        const b = await joinedClient(cluster.url, { version: gen, transport, localAddress: ADDR_W1, token: d.token });
         const instA = await instanceOf(d.uuid, a);
         const instB = await instanceOf(d.uuid, b);
         assert.notStrictEqual(instA, instB);
@@ -84,11 +83,11 @@ describe('test/cluster/cluster.test.ts', function() {
   });
 
   describe('[POST /kv/:key] upsert() across workers', () => {
-    combos.forEach(([ gen, transport ]) => {
+    COMBINATIONS.forEach(({ client: gen, transport }) => {
       it(`200 through either worker and kv-key-changed reaches ${gen} ${transport} sockets on both workers`, async () => {
         const d = await deviceWithToken(cluster.url);
-        const a = await connectJoined(cluster.url, { gen, transport, localAddress: ADDR_W0, token: d.token });
-        const b = await connectJoined(cluster.url, { gen, transport, localAddress: ADDR_W1, token: d.token });
+        const a = await joinedClient(cluster.url, { version: gen, transport, localAddress: ADDR_W0, token: d.token });
+        const b = await joinedClient(cluster.url, { version: gen, transport, localAddress: ADDR_W1, token: d.token });
         assert.notStrictEqual(await instanceOf(d.uuid, a), await instanceOf(d.uuid, b));
 
         for (const [ via, key ] of [[ ADDR_W0, 'from-worker-0' ], [ ADDR_W1, 'from-worker-1' ]]) {
@@ -115,13 +114,13 @@ describe('test/cluster/cluster.test.ts', function() {
   describe('[device-joined / GET /devices/online] online() counts are cluster-wide', () => {
     it('200 connections 2 from both workers when two sockets on two workers joined (v2 polling + v4 websocket), 1 after one leaves', async () => {
       const d = await deviceWithToken(cluster.url);
-      const a = await connectJoined(cluster.url, { gen: 'v2', transport: 'polling', localAddress: ADDR_W0, token: d.token });
-      assert.deepStrictEqual(a.received('device-joined'), [{ uuid: d.uuid, connections: 1 }]);
+      const a = await joinedClient(cluster.url, { version: 'v2', transport: 'polling', localAddress: ADDR_W0, token: d.token });
+      assert.deepStrictEqual(a.payloads('device-joined'), [{ uuid: d.uuid, connections: 1 }]);
       const markA = a.mark();
-      const b = await connectJoined(cluster.url, { gen: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token });
+      const b = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token });
       assert.notStrictEqual(await instanceOf(d.uuid, a), await instanceOf(d.uuid, b));
       // The joiner on worker 1 and the socket on worker 0 both see the cluster-wide count.
-      assert.deepStrictEqual(b.received('device-joined'), [{ uuid: d.uuid, connections: 2 }]);
+      assert.deepStrictEqual(b.payloads('device-joined'), [{ uuid: d.uuid, connections: 2 }]);
       assert.deepStrictEqual(await a.waitFor('device-joined', () => true, { since: markA }), { uuid: d.uuid, connections: 2 });
 
       const expected = { success: true, devices: [{ uuid: d.uuid, connections: 2, name: d.name }] };
@@ -138,12 +137,12 @@ describe('test/cluster/cluster.test.ts', function() {
   });
 
   describe('[DELETE /apps/devices/:uuid/uninstall/:installId] uninstall() across workers', () => {
-    ([ 'websocket', 'polling' ] as Transport[]).forEach(transport => {
+    ([ 'websocket', 'polling' ] as TransportName[]).forEach(transport => {
       it(`204 through worker 0 makes a v4 ${transport} socket on worker 1 get left token_revoked, and worker 1 answers 401 for the token at once`, async () => {
         const d = await deviceWithToken(cluster.url);
-        const b = await connectJoined(cluster.url, { gen: 'v4', transport, localAddress: ADDR_W1, token: d.token });
+        const b = await joinedClient(cluster.url, { version: 'v4', transport, localAddress: ADDR_W1, token: d.token });
         const otherToken = await installOther(d.uuid);
-        const watcher = await connectJoined(cluster.url, { gen: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: otherToken });
+        const watcher = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: otherToken });
         assert.notStrictEqual(await instanceOf(d.uuid, b), await instanceOf(d.uuid, watcher));
         // Worker 1 has the token in its cache now.
         const warm = await request(cluster.url, 'GET', '/kv/_info', { headers: { 'x-app-token': d.token }, localAddress: ADDR_W1 });
@@ -169,7 +168,7 @@ describe('test/cluster/cluster.test.ts', function() {
         await watcher.waitFor('kv-key-changed', m => m.key === 'after-revoke');
         // Let an event that would wrongly reach b arrive before looking.
         await request(cluster.url, 'GET', '/check', { localAddress: ADDR_W1 });
-        assert.deepStrictEqual(b.received('kv-key-changed', markB), []);
+        assert.deepStrictEqual(b.payloads('kv-key-changed', markB), []);
         assert.strictEqual(b.connected, true);
       });
     });
@@ -212,9 +211,9 @@ describe('test/cluster/cluster.test.ts', function() {
     it(`GET /devices/online drops the dead worker's sockets within ${SWEEP_BOUND_MS} ms (PRESENCE_HEARTBEAT_MS 500 + PRESENCE_TTL_MS 1500), the worker is reforked and its client rejoins with the handshake token`, async () => {
       const d = await deviceWithToken(cluster.url);
       // Two sockets on the worker that will die (one reconnects, one does not), one on the survivor.
-      const doomedQuiet = await connectJoined(cluster.url, { gen: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token });
-      const doomed = await connectJoined(cluster.url, { gen: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token, reconnection: true });
-      const survivor = await connectJoined(cluster.url, { gen: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: d.token });
+      const doomedQuiet = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token });
+      const doomed = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W1, token: d.token, reconnection: true });
+      const survivor = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: d.token });
       const deadInstance = await instanceOf(d.uuid, doomed);
       assert.strictEqual(await instanceOf(d.uuid, doomedQuiet), deadInstance);
       const liveInstance = await instanceOf(d.uuid, survivor);

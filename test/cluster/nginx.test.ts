@@ -10,9 +10,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { closeAllClients, COMBINATIONS, TestClient } from '../support/socket';
 import {
-  ROOT, Cluster, Generation, TestClient, Transport,
-  closeAllClients, closeRedis, connectJoined, deviceWithToken, eventually, freePort,
+  ROOT, Cluster,
+  closeRedis, deviceWithToken, eventually, freePort, joinedClient,
   pidOfInstance, presence, request, startCluster, truncateTables,
 } from './support';
 
@@ -151,18 +152,16 @@ describe('test/cluster/nginx.test.ts', function() {
     return map[client.id];
   }
 
-  const combos: Array<[Generation, Transport]> = [[ 'v4', 'websocket' ], [ 'v4', 'polling' ], [ 'v2', 'websocket' ], [ 'v2', 'polling' ]];
-
   describe('[Socket.IO through nginx] spreading over workers', () => {
-    combos.forEach(([ gen, transport ]) => {
+    COMBINATIONS.forEach(({ client: gen, transport }) => {
       it(`puts ${gen} ${transport} clients from ${CLIENT_ADDRS.length} source addresses on both workers, each address always on the same worker, and every write reaches all of them`, async () => {
         const d = await deviceWithToken(nginx!.url);
         const clients: TestClient[] = [];
         for (const localAddress of CLIENT_ADDRS) {
-          clients.push(await connectJoined(nginx!.url, { gen, transport, localAddress, token: d.token }));
+          clients.push(await joinedClient(nginx!.url, { version: gen, transport, localAddress, token: d.token }));
         }
         // A second client from the first address: same nginx bind address, same worker.
-        const twin = await connectJoined(nginx!.url, { gen, transport, localAddress: CLIENT_ADDRS[0], token: d.token });
+        const twin = await joinedClient(nginx!.url, { version: gen, transport, localAddress: CLIENT_ADDRS[0], token: d.token });
 
         const instances = await Promise.all(clients.map(c => instanceOf(d.uuid, c)));
         const distinct = new Set(instances);

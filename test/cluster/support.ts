@@ -1,8 +1,9 @@
 /**
  * Helpers for the real multi-process tests: an `egg-scripts start --sticky` cluster
- * on the compiled dist/ (run `npm run build` first), HTTP requests and Socket.IO
- * clients bound to a chosen loopback source address (the egg master picks the
- * worker from it), event waiting, and the world reset (MySQL tables, own Redis keys).
+ * on the compiled dist/ (run `npm run build` first), HTTP requests bound to a chosen
+ * loopback source address (the egg master picks the worker from it), event waiting,
+ * and the world reset (MySQL tables, own Redis keys). Socket.IO clients come from
+ * test/support/socket.ts (`joinedClient` below gives them this suite's waits).
  *
  * These tests do not use egg-mock: every process they start is stopped in after hooks.
  */
@@ -15,10 +16,7 @@ import crypto from 'node:crypto';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import IORedis from 'ioredis';
 import mysql from 'mysql2/promise';
-import { io as ioV4 } from 'socket.io-client';
-
-// socket.io-client 2.x ships no typings.
-const ioV2: (url: string, opts: Record<string, unknown>) => RawClient = require('socket.io-client-v2');
+import { ClientOptions, openJoined, TestClient } from '../support/socket';
 
 export const ROOT = path.join(__dirname, '..', '..');
 const EGG_SCRIPTS = require.resolve('egg-scripts/bin/egg-scripts.js');
@@ -300,140 +298,10 @@ export async function deviceWithToken(baseUrl: string, localAddress?: string) {
 
 // ---------------------------------------------------------------- Socket.IO clients
 
-interface RawClient {
-  id: string | undefined;
-  connected: boolean;
-  on(event: string, fn: (...args: any[]) => void): unknown;
-  emit(event: string, ...args: unknown[]): unknown;
-  close(): unknown;
-}
-
-export type Generation = 'v4' | 'v2';
-export type Transport = 'websocket' | 'polling';
-
-/** Events the tests look at; every one received is recorded in order. */
-const RECORDED = [ 'connect', 'disconnect', 'connect_error', 'joined', 'join-error', 'left', 'device-joined', 'device-left', 'kv-key-changed' ];
-
-export interface Recorded {
-  event: string;
-  payload: any;
-}
-
-export class TestClient {
-  readonly events: Recorded[] = [];
-  private readonly waiters = new Set<() => void>();
-
-  constructor(readonly gen: Generation, readonly transport: Transport, readonly localAddress: string, readonly raw: RawClient, private readonly agent: http.Agent) {
-    for (const event of RECORDED) {
-      raw.on(event, (payload: unknown) => {
-        this.events.push({ event, payload });
-        for (const w of [ ...this.waiters ]) w();
-      });
-    }
-  }
-
-  get id(): string {
-    assert(this.raw.id, 'socket has no id (not connected)');
-    return this.raw.id;
-  }
-
-  get connected() {
-    return this.raw.connected;
-  }
-
-  /** Index to pass as `since` to only see events received from now on. */
-  mark() {
-    return this.events.length;
-  }
-
-  /** Payloads of `event` received since `since`. */
-  received(event: string, since = 0) {
-    return this.events.slice(since).filter(e => e.event === event).map(e => e.payload);
-  }
-
-  /** Resolves with the first `event` (since `since`) whose payload matches `match`. */
-  waitFor(event: string, match: (payload: any) => boolean = () => true, opts: { since?: number; timeoutMs?: number } = {}): Promise<any> {
-    const since = opts.since ?? 0;
-    const timeoutMs = opts.timeoutMs ?? WAIT_MS;
-    const find = () => this.events.slice(since).find(e => e.event === event && match(e.payload));
-    const hit = find();
-    if (hit) return Promise.resolve(hit.payload);
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const check = () => {
-        const h = find();
-        if (!h) return;
-        if (timer) clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(h.payload);
-      };
-      timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`${this.gen}/${this.transport} client from ${this.localAddress}: no "${event}" matching within ${timeoutMs} ms; received ${JSON.stringify(this.events.slice(since))}`));
-      }, timeoutMs);
-      this.waiters.add(check);
-    });
-  }
-
-  emitAck(event: string, payload: unknown): Promise<any> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ack for ${event} within ${WAIT_MS} ms`)), WAIT_MS);
-      this.raw.emit(event, payload, (res: unknown) => {
-        clearTimeout(timer);
-        resolve(res);
-      });
-    });
-  }
-
-  close() {
-    this.raw.close();
-    this.agent.destroy();
-  }
-}
-
-const clients = new Set<TestClient>();
-
 /**
- * A Socket.IO client (4.x or 2.x) whose TCP connections all come from
- * `localAddress`: `localAddress` for the websocket transport, an http.Agent bound
- * to it for polling. Reconnection is off unless asked for.
+ * A client (test/support/socket.ts) bound to `localAddress` that has joined with its
+ * handshake token; it waits up to WAIT_MS for events and acks.
  */
-export function connect(url: string, opts: { gen: Generation; transport: Transport; localAddress: string; token?: string; reconnection?: boolean }): TestClient {
-  const agent = new http.Agent({ localAddress: opts.localAddress, keepAlive: false } as http.AgentOptions);
-  const common = {
-    transports: [ opts.transport ],
-    query: opts.token ? { token: opts.token } : {},
-    reconnection: opts.reconnection ?? false,
-    reconnectionDelay: 200,
-    reconnectionDelayMax: 1000,
-    timeout: 5000,
-    forceNew: true,
-    agent,
-    localAddress: opts.localAddress,
-  };
-  const raw: RawClient = opts.gen === 'v4'
-    ? ioV4(url, common as any) as unknown as RawClient
-    : ioV2(url, { ...common, 'force new connection': true });
-  const client = new TestClient(opts.gen, opts.transport, opts.localAddress, raw, agent);
-  clients.add(client);
-  return client;
-}
-
-/** Connects and waits for `joined` (handshake token) or `connect`. */
-export async function connectJoined(url: string, opts: Parameters<typeof connect>[1]): Promise<TestClient> {
-  const c = connect(url, opts);
-  await c.waitFor(opts.token ? 'joined' : 'connect');
-  return c;
-}
-
-/** Closes every client created by `connect()` (after hooks). */
-export function closeAllClients() {
-  for (const c of clients) {
-    try {
-      c.close();
-    } catch {
-      // already closed
-    }
-  }
-  clients.clear();
+export function joinedClient(url: string, opts: ClientOptions & { token: string; localAddress: string }): Promise<TestClient> {
+  return openJoined(url, { waitMs: WAIT_MS, ...opts });
 }

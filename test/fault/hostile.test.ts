@@ -1,7 +1,8 @@
 import assert from 'node:assert';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { Cluster, FaultSocket, Rand, SEED, World, deviceWithToken, eventually, request, sleep } from './support';
+import type { TestClient } from '../support/socket';
+import { Cluster, Rand, SEED, World, deviceWithToken, eventually, request, sleep } from './support';
 
 const HTTP_REQUESTS = 10000;
 const BODY_LIMIT_BYTES = 64 * 1024;
@@ -274,7 +275,7 @@ describe('test/fault/hostile.test.ts', () => {
   it(`hostile Socket.IO payloads (seed ${SEED}): wrong types, huge payloads, thousands of join-token emits, unknown ` +
     'events and garbage frames; no worker dies and the channel still works', async () => {
     const r = new Rand(SEED + 1);
-    const sockets: FaultSocket[] = [];
+    const sockets: TestClient[] = [];
     for (let i = 0; i < 6; i++) {
       sockets.push(world.socket({ localAddress: i % 2 ? '127.0.0.3' : '127.0.0.2', transport: i % 3 === 2 ? 'polling' : 'websocket' }));
     }
@@ -299,7 +300,7 @@ describe('test/fault/hostile.test.ts', () => {
       if (round % 200 === 0) await sleep(10);
     }
     // Valid joins in bulk: thousands of acknowledged join-token emits.
-    const acks = await Promise.all(Array.from({ length: 2000 }, (_, i) => sockets[i % 2].request('join-token', { token: device.token }, 30000)));
+    const acks = await Promise.all(Array.from({ length: 2000 }, (_, i) => sockets[i % 2].requestWithin(30000, 'join-token', { token: device.token })));
     assert.ok(acks.every(a => a.ok === true && a.uuid === device.uuid), JSON.stringify(acks.find(a => !a.ok)));
     // Payloads above maxHttpBufferSize (1e6): the server drops that connection, nothing else.
     sockets[4].raw.emit('join-token', { token: 'y'.repeat(2e6) });

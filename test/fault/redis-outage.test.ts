@@ -1,5 +1,6 @@
 import assert from 'node:assert';
-import { Cluster, FaultSocket, World, deviceWithToken, eventually, online, request, sleep } from './support';
+import type { TestClient } from '../support/socket';
+import { Cluster, World, deviceWithToken, eventually, online, request, sleep } from './support';
 
 /** Steady KV reads and writes through both workers; records every answer. */
 class KvLoad {
@@ -37,8 +38,8 @@ class KvLoad {
 describe('test/fault/redis-outage.test.ts', () => {
   const world = new World('fault_redis', { PRESENCE_HEARTBEAT_MS: '500', PRESENCE_TTL_MS: '1500' });
   let token: string;
-  let onA: FaultSocket;
-  let onB: FaultSocket;
+  let onA: TestClient;
+  let onB: TestClient;
 
   before(async () => {
     await world.start();
@@ -52,14 +53,14 @@ describe('test/fault/redis-outage.test.ts', () => {
   });
 
   /** Writes through the worker of `via` until `listener` (on the other worker) receives the change. */
-  async function broadcastReaches(via: string, listener: FaultSocket, label: string) {
+  async function broadcastReaches(via: string, listener: TestClient, label: string) {
     let n = 0;
     await eventually(async () => {
       const key = `${label}-${n++}`;
       const from = listener.events.length;
       const res = await request(world.cluster, 'POST', `/kv/${key}`, { body: { key }, headers: { 'x-app-token': token }, localAddress: via });
       assert.strictEqual(res.status, 200, res.text);
-      await listener.waitFor('kv-key-changed', p => p.key === key, 1000, from);
+      await listener.waitFor('kv-key-changed', p => p.key === key, { timeoutMs: 1000, since: from });
     }, 30000, 200);
   }
 

@@ -15,8 +15,8 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { io, Socket } from 'socket.io-client';
 import mysql from 'mysql2/promise';
+import { ClientOptions, eventually as recheck, openClient, openJoined, TestClient } from '../support/socket';
 
 export const ROOT = path.join(__dirname, '..', '..');
 export const DIST = process.env.FAULT_DIST ? path.resolve(process.env.FAULT_DIST) : path.join(ROOT, 'dist');
@@ -74,17 +74,9 @@ export class Rand {
 
 export const sleep = (ms: number) => new Promise<void>(resolve => setTimeout(resolve, ms));
 
-/** Re-checks `check` until it passes (a wait, not a timing assertion); rethrows its last failure. */
-export async function eventually<T>(check: () => Promise<T> | T, ms: number, interval = 100): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(interval);
-    }
-  }
+/** eventually() of test/support/socket.ts, re-checking every 100 ms by default (most checks here are requests to the cluster). */
+export function eventually<T>(check: () => Promise<T> | T, ms: number, interval = 100): Promise<T> {
+  return recheck(check, ms, interval);
 }
 
 export async function freePort(): Promise<number> {
@@ -205,6 +197,7 @@ export class MariaDb {
   port = 0;
   private child?: ChildProcess;
   private initialised = false;
+  private frozen = false;
 
   constructor() {
     dirs.add(this.dir);
@@ -245,8 +238,27 @@ export class MariaDb {
 
   /** Graceful stop (SIGTERM), SIGKILL if it does not stop within 20 s. */
   async stop() {
+    this.thaw();
     await stopChild(this.child, 'SIGTERM');
     this.child = undefined;
+  }
+
+  /**
+   * Freezes the server (SIGSTOP): its process no longer runs, but the kernel still
+   * accepts connections and acknowledges what clients send, so nothing fails, nothing
+   * answers: a stalled database as its clients see it.
+   */
+  freeze() {
+    assert.ok(this.child?.pid && this.child.exitCode === null, 'mariadbd is not running');
+    process.kill(this.child.pid, 'SIGSTOP');
+    this.frozen = true;
+  }
+
+  /** Resumes a frozen server (SIGCONT); a no-op when it is not frozen. */
+  thaw() {
+    if (!this.frozen) return;
+    this.frozen = false;
+    if (this.child?.pid) process.kill(this.child.pid, 'SIGCONT');
   }
 
   async query<T = any>(sql: string, params: unknown[] = [], database?: string): Promise<T> {
@@ -681,84 +693,12 @@ export async function online(c: Cluster, via: { localAddress?: string; agent?: h
 
 // ---------------------------------------------------------------- Socket.IO
 
-export interface SocketOptions {
-  token?: string;
-  localAddress?: string;
-  reconnection?: boolean;
-  transport?: 'websocket' | 'polling';
-}
-
-/** A real socket.io-client 4.x connection that records every event it receives. */
-export class FaultSocket {
-  readonly raw: Socket;
-  readonly events: Array<{ event: string; args: any[]; at: number }> = [];
-  connects = 0;
-  disconnects = 0;
-
-  constructor(c: Cluster, opts: SocketOptions) {
-    const agent = opts.localAddress ? new http.Agent({ localAddress: opts.localAddress } as http.AgentOptions) : undefined;
-    this.raw = io(c.url(), {
-      transports: [ opts.transport ?? 'websocket' ],
-      forceNew: true,
-      reconnection: opts.reconnection ?? true,
-      reconnectionDelay: 200,
-      reconnectionDelayMax: 1000,
-      randomizationFactor: 0,
-      // A connection the sticky master cannot hand to a worker hangs: give up on it quickly and retry.
-      timeout: 3000,
-      query: opts.token ? { token: opts.token } : undefined,
-      localAddress: opts.localAddress,
-      agent,
-    } as any);
-    this.raw.onAny((event: string, ...args: any[]) => this.events.push({ event, args, at: Date.now() }));
-    this.raw.on('connect', () => { this.connects += 1; });
-    this.raw.on('disconnect', () => { this.disconnects += 1; });
-  }
-
-  get connected() {
-    return this.raw.connected;
-  }
-
-  /** Events named `event` received so far (optionally after index `from`). */
-  named(event: string, from = 0) {
-    return this.events.slice(from).filter(e => e.event === event);
-  }
-
-  /** Waits until an event matching `pred` arrives at or after index `from`. */
-  async waitFor(event: string, pred: (payload: any) => boolean = () => true, ms = 10000, from = 0) {
-    return eventually(() => {
-      const hit = this.events.slice(from).find(e => e.event === event && pred(e.args[0]));
-      assert.ok(hit, `no '${event}' matching within ${ms} ms; got ${JSON.stringify(this.events.slice(-5))}`);
-      return hit;
-    }, ms, 20);
-  }
-
-  request(event: string, payload: unknown, ms = 10000): Promise<any> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ack for '${event}' within ${ms} ms`)), ms);
-      this.raw.emit(event, payload, (r: unknown) => {
-        clearTimeout(timer);
-        resolve(r);
-      });
-    });
-  }
-
-  close() {
-    this.raw.close();
-  }
-}
-
-/** Connects and waits until the handshake token's room is joined. */
-export async function joinedSocket(c: Cluster, opts: SocketOptions, ms = 15000): Promise<FaultSocket> {
-  const s = new FaultSocket(c, opts);
-  try {
-    await s.waitFor('joined', () => true, ms);
-  } catch (err) {
-    s.close();
-    throw err;
-  }
-  return s;
-}
+/**
+ * How this suite's Socket.IO clients (test/support/socket.ts) behave unless a test
+ * says otherwise: they reconnect, and a connection the sticky master cannot hand to a
+ * worker hangs, so they give up on it quickly and retry.
+ */
+const SOCKET_DEFAULTS: ClientOptions = { reconnection: true, connectTimeoutMs: 3000, waitMs: 10000 };
 
 /** The common environment of a fault cluster on the private services. */
 export function clusterEnv(db: MariaDb, redis: RedisServer, database: string, extra: Record<string, string> = {}) {
@@ -779,7 +719,7 @@ export class World {
   readonly db = new MariaDb();
   readonly redis = new RedisServer();
   cluster!: Cluster;
-  readonly sockets: FaultSocket[] = [];
+  readonly sockets: TestClient[] = [];
 
   constructor(readonly database: string, private readonly extra: Record<string, string> = {}, private readonly workers = 2) {}
 
@@ -790,15 +730,16 @@ export class World {
     await this.cluster.start();
   }
 
-  /** A socket closed automatically by stop(). */
-  socket(opts: SocketOptions) {
-    const s = new FaultSocket(this.cluster, opts);
+  /** A socket (not waited for) closed automatically by stop(). */
+  socket(opts: ClientOptions) {
+    const s = openClient(this.cluster.url(), { ...SOCKET_DEFAULTS, ...opts });
     this.sockets.push(s);
     return s;
   }
 
-  async joined(opts: SocketOptions, ms = 15000) {
-    const s = await joinedSocket(this.cluster, opts, ms);
+  /** A socket that has joined with its handshake token, closed automatically by stop(). */
+  async joined(opts: ClientOptions & { token: string }, ms = 15000) {
+    const s = await openJoined(this.cluster.url(), { ...SOCKET_DEFAULTS, ...opts }, ms);
     this.sockets.push(s);
     return s;
   }

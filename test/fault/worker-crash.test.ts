@@ -1,5 +1,6 @@
 import assert from 'node:assert';
-import { Cluster, FaultSocket, World, deviceWithToken, eventually, isAlive, online, pinnedAgent, request, sleep } from './support';
+import type { TestClient } from '../support/socket';
+import { Cluster, World, deviceWithToken, eventually, isAlive, online, pinnedAgent, request, sleep } from './support';
 
 const HEARTBEAT_MS = 500;
 const TTL_MS = 1500;
@@ -58,7 +59,7 @@ describe('test/fault/worker-crash.test.ts', () => {
   });
   let writer: { id: number; token: string };
   let roamingToken: string;
-  const roaming: FaultSocket[] = [];
+  const roaming: TestClient[] = [];
 
   before(async () => {
     await world.start();

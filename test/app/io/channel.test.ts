@@ -100,7 +100,7 @@ describe('test/app/io/channel.test.ts', () => {
             assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
             assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
             assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
-            await client.close();
+            client.close();
             await eventually(async () => assert.deepStrictEqual(await online(), { success: true, devices: [] }));
           }
         });
@@ -111,7 +111,7 @@ describe('test/app/io/channel.test.ts', () => {
           const { device, token } = await deviceWithToken();
           const client = await connect(combo);
           assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
-          assert.deepStrictEqual(client.received.map(e => e.event), [ 'device-joined', 'joined' ], 'events precede the ack');
+          assert.deepStrictEqual(client.events.map(e => e.event), [ 'device-joined', 'joined' ], 'events precede the ack');
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
           assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
         });
@@ -349,7 +349,7 @@ describe('test/app/io/channel.test.ts', () => {
           const watcher = await connectJoined(combo, token, device.uuid, 1);
           const client = await connectJoined(combo, token, device.uuid, 2);
           await watcher.expectNext('device-joined');
-          await client.close();
+          client.close();
           assert.deepStrictEqual(await watcher.expectNext('device-left'), { uuid: device.uuid, connections: 1 });
           assert.deepStrictEqual(await online(), { success: true, devices: [{ uuid: device.uuid, connections: 1, name: device.name }] });
         });
@@ -485,7 +485,7 @@ describe('test/app/io/channel.test.ts', () => {
               { uuid: b.device.uuid, connections: 1, name: b.device.name },
             ],
           });
-          await closeAllClients();
+          closeAllClients();
           await eventually(async () => assert.deepStrictEqual(await online(), { success: true, devices: [] }));
         });
 
@@ -563,7 +563,7 @@ describe('test/app/io/channel.test.ts', () => {
           const bad = await connect(combo, { query: { token: 'x'.repeat(4000), apptoken: other.uuid } });
           assert.deepStrictEqual(await bad.expectNext('join-error'), { by: 'token', reason: 'invalid_token' });
           for (let i = 0; i < 20; i++) bad.send('join-token', { token: `t${i}` });
-          await bad.close();
+          bad.close();
           await kvSet(token, 'k', { v: 1 });
           await expectUpsert(good, { uuid: device.uuid, key: 'k', created: true });
         });
