@@ -12,13 +12,6 @@ export async function verifyPassword(plain: string, hash: string): Promise<boole
   return bcrypt.compare(plain, hash.replace(/^\$2y\$/, '$2b$'));
 }
 
-/** Constant-time equality for secrets of any length. */
-export function safeEqual(a: string, b: string): boolean {
-  const ha = crypto.createHash('sha256').update(a).digest();
-  const hb = crypto.createHash('sha256').update(b).digest();
-  return crypto.timingSafeEqual(ha, hb) && a.length === b.length;
-}
-
 /** 64 lowercase hex characters from the OS's cryptographic source. */
 export function newToken(): string {
   return crypto.randomBytes(32).toString('hex');
