@@ -4,6 +4,9 @@ import { createAdapter } from '@socket.io/redis-adapter';
 import { MemoryState } from './app/lib/state/memory';
 import { RedisState, CommandClient } from './app/lib/state/redis';
 import { Realtime } from './app/lib/realtime';
+import { ValueCache } from './app/lib/valueCache';
+import { MysqlKvWriter } from './app/lib/kvWriter';
+import { installQueryTimeout } from './app/lib/queryTimeout';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -13,6 +16,12 @@ export default class AppBoot implements IBoot {
   configWillLoad() {
     // First in the whole chain, so egg's body-parser errors are rendered as JSON too.
     this.app.config.coreMiddleware.unshift('errorHandler');
+  }
+
+  configDidLoad() {
+    // egg-sequelize created app.model in its own configDidLoad (plugins come first) and
+    // opens no connection before the next tick: every connection of the pool is bounded.
+    installQueryTimeout(this.app.model, this.app.settings.dbQueryTimeoutMs);
   }
 
   async didLoad() {
@@ -28,6 +37,24 @@ export default class AppBoot implements IBoot {
       })
       : new MemoryState();
     app.realtime = new Realtime(app);
+
+    let lastWarning = 0;
+    app.valueCache = new ValueCache(s.valueCacheBytes, app.sharedState, (what, err) => {
+      // At most one line every 10 s while Redis is away.
+      if (Date.now() - lastWarning < 10000) return;
+      lastWarning = Date.now();
+      app.coreLogger.warn('[valueCache] %s: %s', what, err.message);
+    });
+
+    if (s.database.dialect === 'mysql') {
+      app.kvWriter = new MysqlKvWriter({
+        url: s.database.url,
+        connections: s.kvWriteConnections,
+        maxBatch: s.kvWriteBatch,
+        queryTimeoutMs: s.dbQueryTimeoutMs,
+        connectTimeoutMs: 3000,
+      });
+    }
 
     if (s.redisUrl) {
       // The adapter's own pub/sub connections, separate from egg-redis.
@@ -45,6 +72,7 @@ export default class AppBoot implements IBoot {
 
   async beforeClose() {
     await this.app.sharedState.close();
+    await this.app.kvWriter?.close();
     for (const c of this.adapterClients) c.disconnect();
   }
 }

@@ -42,6 +42,17 @@ export interface Settings {
   /** How long a resolved token stays in a worker's cache (ms); 0 disables the cache. */
   tokenCacheTtlMs: number;
   tokenCacheMax: number;
+  /** Bytes of stored values each worker keeps for `GET /kv/:key` (0 disables; see app/lib/valueCache.ts). */
+  valueCacheBytes: number;
+  /**
+   * MySQL: longest wait for the answer to one query (ms), on every connection of the
+   * workers' pools; past it the query fails (503) and its connection is closed (see
+   * app/lib/queryTimeout.ts). 0 disables the bound.
+   */
+  dbQueryTimeoutMs: number;
+  /** MySQL: connections (= write transactions at once) per worker for `POST /kv/:key`, and writes per transaction. */
+  kvWriteConnections: number;
+  kvWriteBatch: number;
   /** Presence heartbeat period and the time after which a silent worker's sockets are dropped (ms). */
   presenceHeartbeatMs: number;
   presenceTtlMs: number;
@@ -91,6 +102,13 @@ function readSize(env: Env, name: string, def: string): string {
     throw new ConfigError(`${name} must be a size such as 512kb or 2mb, got "${v}"`);
   }
   return v.toLowerCase().replace(/\s+/g, '');
+}
+
+/** A duration in ms that is either 0 (off) or between `min` and `max`. */
+function readOptionalMs(env: Env, name: string, def: number, min: number, max: number): number {
+  const n = readInt(env, name, def, 0, max);
+  if (n !== 0 && n < min) throw new ConfigError(`${name} must be 0 (off) or between ${min} and ${max}, got ${n}`);
+  return n;
 }
 
 function readDatabase(env: Env, cwd: string): DatabaseSettings {
@@ -158,6 +176,10 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),
     tokenCacheTtlMs: readInt(env, 'TOKEN_CACHE_TTL_MS', 300000),
     tokenCacheMax: readInt(env, 'TOKEN_CACHE_MAX', 50000, 1),
+    valueCacheBytes: readInt(env, 'VALUE_CACHE_BYTES', 32 * 1024 * 1024),
+    dbQueryTimeoutMs: readOptionalMs(env, 'DB_QUERY_TIMEOUT_MS', 5000, 100, 3600000),
+    kvWriteConnections: readInt(env, 'KV_WRITE_CONNECTIONS', 4, 1, 100),
+    kvWriteBatch: readInt(env, 'KV_WRITE_BATCH', 64, 1, 1000),
     presenceHeartbeatMs,
     presenceTtlMs: readInt(env, 'PRESENCE_TTL_MS', presenceHeartbeatMs * 3, presenceHeartbeatMs * 2),
     autoMigrate: readBool(env, 'AUTO_MIGRATE', true),

@@ -2,6 +2,8 @@ import 'egg';
 import type { Settings } from '../config/env';
 import type { TokenInfo } from '../app/lib/tokenCache';
 import type { Realtime } from '../app/lib/realtime';
+import type { MysqlKvWriter } from '../app/lib/kvWriter';
+import type { ValueCache } from '../app/lib/valueCache';
 import type { DeviceAttributes } from '../app/model/device';
 import type TokenController from '../app/io/controller/token';
 
@@ -12,6 +14,10 @@ declare module 'egg' {
 
   interface Application {
     realtime: Realtime;
+    /** Stored values of this worker for GET /kv/:key, checked against shared state (app.ts). */
+    valueCache: ValueCache;
+    /** The batched MySQL write path of POST /kv/:key; undefined on SQLite (app.ts). */
+    kvWriter?: MysqlKvWriter;
   }
 
   interface Agent {

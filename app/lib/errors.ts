@@ -48,16 +48,26 @@ const DB_UNAVAILABLE = new Set([
 
 const DB_UNAVAILABLE_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST',
+  // No answer within DB_QUERY_TIMEOUT_MS (app/lib/queryTimeout.ts, or mysql2's own `timeout`).
+  'PROTOCOL_SEQUENCE_TIMEOUT',
   'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_CANTOPEN', 'SQLITE_FULL',
 ]);
 
-/** True when `err` means the database is unreachable (not that the query was wrong). */
+type DriverError = { code?: string; fatal?: boolean };
+
+/**
+ * True when `err` means the database is unreachable (not that the query was wrong).
+ * A mysql2 error marked `fatal` (the connection itself is gone: lost, timed out, or
+ * already closed when the query was sent) counts too.
+ */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (!err || typeof err !== 'object') return false;
-  const e = err as { name?: string; parent?: { code?: string }; original?: { code?: string }; code?: string };
+  const e = err as { name?: string; parent?: DriverError; original?: DriverError } & DriverError;
   if (e.name && DB_UNAVAILABLE.has(e.name)) return true;
+  if (!(e.name ?? '').startsWith('Sequelize')) return false;
   const code = e.parent?.code ?? e.original?.code ?? e.code;
-  return !!code && DB_UNAVAILABLE_CODES.has(code) && (e.name ?? '').startsWith('Sequelize');
+  const fatal = e.parent?.fatal ?? e.original?.fatal ?? e.fatal;
+  return (!!code && DB_UNAVAILABLE_CODES.has(code)) || fatal === true;
 }
 
 /** True when `err` comes from an unreachable Redis (ioredis). */

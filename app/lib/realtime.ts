@@ -33,7 +33,7 @@ export class Realtime {
       if (message.type === 'token-revoked') {
         app.tokenCache.delete(message.token);
         this.revoke(message.token, message.uuid);
-      } else if (message.type === 'token-cache-clear') {
+      } else if (message.type === 'resync') {
         app.tokenCache.clear();
       }
     });

@@ -1,6 +1,6 @@
 import { Service } from 'egg';
 import { DatabaseError, QueryTypes, Transaction } from 'sequelize';
-import { notFound } from '../lib/errors';
+import { HttpError, notFound } from '../lib/errors';
 import type { KvChange } from '../lib/kvEvents';
 import type { TokenInfo } from '../lib/tokenCache';
 import type { ListQuery } from '../validator/kv';
@@ -24,22 +24,30 @@ const notFoundKey = (key: string) => notFound(`未找到键名为 '${key}' 的�
 const sqliteQueues = new WeakMap<object, Promise<unknown>>();
 
 /**
- * Key-value entries of a device. Every write commits first and then publishes a
- * KvChange (app.kvEvents); reads are single indexed queries returning stored text.
+ * Key-value entries of a device. Every write commits, then records the device's new
+ * revision for every worker's value cache (app.valueCache), then publishes a KvChange
+ * (app.kvEvents); `GET /kv/:key` is served from the value cache or one indexed query.
  */
 export default class KvService extends Service {
   private get db() {
     return this.ctx.model;
   }
 
-  /** The stored JSON text of a key (served as-is, never re-serialised). */
+  /**
+   * The stored JSON text of a key (served as-is, never re-serialised): from this
+   * worker's value cache when it is current, else one indexed query that also reads the
+   * device revision the value belongs to (see app/lib/valueCache.ts).
+   */
   async getRaw(deviceId: number, key: string): Promise<string> {
-    const sql = 'SELECT value FROM kv_entries WHERE deviceId = ? AND `key` = ?';
-    const rows = this.db.getDialect() === 'mysql'
-      ? await this.mysqlSelect<{ value: string }>(sql, [ deviceId, key ])
-      : await this.db.query(sql, { replacements: [ deviceId, key ], type: QueryTypes.SELECT, raw: true }) as Array<{ value: string }>;
-    if (rows.length === 0) throw notFoundKey(key);
-    return rows[0].value;
+    const value = await this.app.valueCache.get(deviceId, key, async () => {
+      const sql = 'SELECT e.value, d.revision FROM kv_entries e JOIN devices d ON d.id = e.deviceId WHERE e.deviceId = ? AND e.`key` = ?';
+      const rows = this.db.getDialect() === 'mysql'
+        ? await this.mysqlSelect<{ value: string; revision: number | string }>(sql, [ deviceId, key ])
+        : await this.db.query(sql, { replacements: [ deviceId, key ], type: QueryTypes.SELECT, raw: true }) as Array<{ value: string; revision: number | string }>;
+      return rows.length === 0 ? null : { value: rows[0].value, revision: Number(rows[0].revision) };
+    });
+    if (value === null) throw notFoundKey(key);
+    return value;
   }
 
   /**
@@ -144,37 +152,61 @@ export default class KvService extends Service {
     return Number(rows[0].revision) - n + 1;
   }
 
+  /**
+   * Runs a write. If it fails other than with an answer of ours (an HttpError), it may
+   * have committed all the same (or may still): the device's cached values are not
+   * trusted for a while (ValueCache.unsure).
+   */
+  private async unlessUnsure<T>(deviceId: number, write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (err) {
+      if (!(err instanceof HttpError)) await this.app.valueCache.unsure(deviceId);
+      throw err;
+    }
+  }
+
   async upsert(device: TokenInfo, key: string, value: unknown, creatorIp: string) {
     const json = JSON.stringify(value);
     const now = new Date();
-    let created = false;
-    let revision = 0;
-    await this.writeTransaction(async transaction => {
-      revision = await this.bumpRevision(device.deviceId, 1, transaction);
-      const [ affected ] = await this.db.KvEntry.update(
-        { value: json, creatorIp, revision, updatedAt: now },
-        { where: { deviceId: device.deviceId, key }, transaction, silent: true },
-      );
-      if (affected === 0) {
-        created = true;
-        await this.db.KvEntry.create(
-          { deviceId: device.deviceId, key, value: json, creatorIp, revision, createdAt: now, updatedAt: now },
-          { transaction, silent: true },
-        );
-      }
-    });
+    const { created, revision } = await this.unlessUnsure(device.deviceId, () => (this.app.kvWriter
+      ? this.app.kvWriter.upsert({ deviceId: device.deviceId, key, json, creatorIp, at: now })
+      : this.sqliteUpsert(device.deviceId, key, json, creatorIp, now)));
+    await this.app.valueCache.committed(device.deviceId, revision);
     const change: KvChange = { uuid: device.uuid, key, action: 'upsert', created, updatedAt: now.toISOString(), revision };
     this.app.kvEvents.publish(change);
     return { deviceId: device.deviceId, key, created, updatedAt: now };
   }
 
-  async remove(device: TokenInfo, key: string) {
+  /** The SQLite write of upsert() (MySQL: app.kvWriter, batched). */
+  private async sqliteUpsert(deviceId: number, key: string, json: string, creatorIp: string, now: Date) {
+    let created = false;
     let revision = 0;
     await this.writeTransaction(async transaction => {
+      revision = await this.bumpRevision(deviceId, 1, transaction);
+      const [ affected ] = await this.db.KvEntry.update(
+        { value: json, creatorIp, revision, updatedAt: now },
+        { where: { deviceId, key }, transaction, silent: true },
+      );
+      if (affected === 0) {
+        created = true;
+        await this.db.KvEntry.create(
+          { deviceId, key, value: json, creatorIp, revision, createdAt: now, updatedAt: now },
+          { transaction, silent: true },
+        );
+      }
+    });
+    return { created, revision };
+  }
+
+  async remove(device: TokenInfo, key: string) {
+    let revision = 0;
+    await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
       revision = await this.bumpRevision(device.deviceId, 1, transaction);
       const n = await this.db.KvEntry.destroy({ where: { deviceId: device.deviceId, key }, transaction });
       if (n === 0) throw notFoundKey(key);
-    });
+    }));
+    await this.app.valueCache.committed(device.deviceId, revision);
     this.app.kvEvents.publish({ uuid: device.uuid, key, action: 'delete', deletedAt: new Date().toISOString(), revision });
   }
 
@@ -184,7 +216,7 @@ export default class KvService extends Service {
     const keys = entries.map(([ k ]) => k);
     let first = 0;
     let existing = new Set<string>();
-    await this.writeTransaction(async transaction => {
+    await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
       first = await this.bumpRevision(device.deviceId, entries.length, transaction);
       const found = await this.db.KvEntry.findAll({
         attributes: [ 'key' ], where: { deviceId: device.deviceId, key: keys }, transaction, raw: true,
@@ -199,7 +231,8 @@ export default class KvService extends Service {
         createdAt: now,
         updatedAt: now,
       })), { transaction, updateOnDuplicate: [ 'value', 'creatorIp', 'revision', 'updatedAt' ] });
-    });
+    }));
+    await this.app.valueCache.committed(device.deviceId, first + entries.length - 1);
     const results = keys.map(key => ({ key, created: !existing.has(key) }));
     const updatedAt = now.toISOString();
     results.forEach((r, i) => this.app.kvEvents.publish({

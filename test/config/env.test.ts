@@ -16,7 +16,20 @@ describe('test/config/env.test.ts', () => {
       assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, windowMs: 60000 });
       assert.strictEqual(s.workers, 1);
       assert.strictEqual(s.autoMigrate, true);
+      assert.strictEqual(s.dbQueryTimeoutMs, 5000);
       assert.ok(s.bcryptCost >= 10);
+    });
+
+    it('reads the KV hot-path settings: VALUE_CACHE_BYTES (0 = off), KV_WRITE_CONNECTIONS, KV_WRITE_BATCH', () => {
+      const d = loadSettings({}, '/');
+      assert.deepStrictEqual([ d.valueCacheBytes, d.kvWriteConnections, d.kvWriteBatch ], [ 32 * 1024 * 1024, 4, 64 ]);
+      const s = loadSettings({ VALUE_CACHE_BYTES: '0', KV_WRITE_CONNECTIONS: '2', KV_WRITE_BATCH: '1' }, '/');
+      assert.deepStrictEqual([ s.valueCacheBytes, s.kvWriteConnections, s.kvWriteBatch ], [ 0, 2, 1 ]);
+    });
+
+    it('reads DB_QUERY_TIMEOUT_MS; 0 turns the bound off', () => {
+      assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '2500' }, '/').dbQueryTimeoutMs, 2500);
+      assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '0' }, '/').dbQueryTimeoutMs, 0);
     });
 
     it('reads every contract variable', () => {
@@ -71,6 +84,11 @@ describe('test/config/env.test.ts', () => {
       [ 'a Redis URL with another scheme', { REDIS_URL: 'http://cache:6379' }, /REDIS_URL protocol must be redis:/ ],
       [ 'a Redis URL with a non-numeric db', { REDIS_URL: 'redis://cache:6379/x' }, /REDIS_URL database must be a number/ ],
       [ 'a bcrypt cost below 10', { BCRYPT_COST: '8' }, /BCRYPT_COST must be between 10 and 15/ ],
+      [ 'a query timeout too short to be useful', { DB_QUERY_TIMEOUT_MS: '50' }, /DB_QUERY_TIMEOUT_MS must be 0 \(off\) or between 100 and 3600000, got 50/ ],
+      [ 'a query timeout with a unit', { DB_QUERY_TIMEOUT_MS: '5s' }, /DB_QUERY_TIMEOUT_MS must be a whole number/ ],
+      [ 'a value cache size with a unit', { VALUE_CACHE_BYTES: '32mb' }, /VALUE_CACHE_BYTES must be a whole number/ ],
+      [ 'no write connections', { KV_WRITE_CONNECTIONS: '0' }, /KV_WRITE_CONNECTIONS must be between 1 and 100/ ],
+      [ 'a write batch over 1000', { KV_WRITE_BATCH: '1001' }, /KV_WRITE_BATCH must be between 1 and 1000/ ],
     ];
     for (const [ what, env, message ] of bad) {
       it(`rejects ${what} with a ConfigError naming the variable`, () => {

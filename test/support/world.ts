@@ -14,10 +14,13 @@ export async function resetWorld() {
     for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await db.query(`DELETE FROM ${t}`);
   }
   app.tokenCache.clear();
+  app.valueCache.clear(); // the tables were emptied behind its back (revisions start over)
   const redis = (app as unknown as { redis?: { flushdb(): Promise<unknown> } }).redis;
   if (redis) await redis.flushdb();
-  const state = app.sharedState as unknown as { counters?: Map<string, unknown>; codes?: Map<string, unknown>; rooms?: Map<string, unknown> };
+  const state = app.sharedState as unknown as Record<'counters' | 'codes' | 'rooms' | 'revisions' | 'distrusted', Map<unknown, unknown> | undefined>;
   state.counters?.clear();
   state.codes?.clear();
   state.rooms?.clear();
+  state.revisions?.clear();
+  state.distrusted?.clear();
 }

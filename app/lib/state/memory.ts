@@ -9,6 +9,9 @@ export class MemoryState implements SharedState {
   private readonly counters = new Map<string, Expiring<number>>();
   private readonly codes = new Map<string, Expiring<{ createdAt: number; token: string | null }>>();
   private readonly rooms = new Map<string, Set<string>>();
+  private readonly revisions = new Map<number, number>();
+  /** device → until when its revision is unknown (kvRevisionsDistrust). */
+  private readonly distrusted = new Map<number, number>();
   private readonly bus = new EventEmitter();
   private sweepTimer?: NodeJS.Timeout;
 
@@ -104,12 +107,27 @@ export class MemoryState implements SharedState {
     return room.size;
   }
 
-  async presenceCount(uuid: string) {
-    return this.rooms.get(uuid)?.size ?? 0;
-  }
-
   async presenceList(): Promise<PresenceEntry[]> {
     return [ ...this.rooms ].map(([ uuid, set ]) => ({ uuid, connections: set.size }));
+  }
+
+  async kvRevisions(deviceIds: number[]) {
+    const now = Date.now();
+    return deviceIds.map(d => {
+      const until = this.distrusted.get(d);
+      if (until !== undefined && until > now) return null;
+      return this.revisions.get(d) ?? null;
+    });
+  }
+
+  async kvRevisionsRaise(changes: Array<{ deviceId: number; revision: number }>) {
+    for (const { deviceId, revision } of changes) {
+      if (revision > (this.revisions.get(deviceId) ?? -1)) this.revisions.set(deviceId, revision);
+    }
+  }
+
+  async kvRevisionsDistrust(deviceIds: number[], forMs: number) {
+    for (const d of deviceIds) this.distrusted.set(d, Date.now() + forMs);
   }
 
   async publish(message: BusMessage) {

@@ -9,13 +9,13 @@ export interface CommandClient {
   eval(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
   evalsha(sha: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
   publish(channel: string, message: string): Promise<number>;
-  pipeline(): { hlen(key: string): unknown; exec(): Promise<Array<[Error | null, unknown]>> };
+  pipeline(): { hlen(key: string): unknown; set(...args: Array<string | number>): unknown; exec(): Promise<Array<[Error | null, unknown]>> };
   smembers(key: string): Promise<string[]>;
-  hlen(key: string): Promise<number>;
   exists(...keys: string[]): Promise<number>;
   set(...args: Array<string | number>): Promise<unknown>;
   sadd(key: string, ...members: string[]): Promise<number>;
   del(...keys: string[]): Promise<number>;
+  mget(...keys: string[]): Promise<Array<string | null>>;
 }
 
 const LUA = {
@@ -57,6 +57,17 @@ redis.call('SREM', KEYS[2], ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
 if n == 0 then redis.call('SREM', KEYS[3], ARGV[4]) end
 return n`,
+  // Raises each KEYS[i] to ARGV[i] (never lowers it); ARGV[#KEYS + 1] is the TTL (ms).
+  // A device marked 'unsure' stays so until the mark expires.
+  kvRevisionsRaise: `
+local ttl = ARGV[#KEYS + 1]
+for i, k in ipairs(KEYS) do
+  local cur = redis.call('GET', k)
+  if cur ~= 'unsure' then
+    if tonumber(ARGV[i]) > tonumber(cur or '-1') then redis.call('SET', k, ARGV[i], 'PX', ttl) else redis.call('PEXPIRE', k, ttl) end
+  end
+end
+return #KEYS`,
   // Drops every socket of a dead instance. KEYS: instance set, devices set, instances set.
   presenceSweep: `
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -76,6 +87,9 @@ return #members`,
 };
 
 type ScriptName = keyof typeof LUA;
+
+/** A device's known revision is kept a day after its last write or read miss (a reader puts it back). */
+const KV_REVISION_TTL_MS = 24 * 3600 * 1000;
 const SHA = Object.fromEntries(
   Object.entries(LUA).map(([ k, v ]) => [ k, crypto.createHash('sha1').update(v).digest('hex') ]),
 ) as Record<ScriptName, string>;
@@ -97,6 +111,9 @@ export class RedisState implements SharedState {
   private readonly mine = new Map<string, Set<string>>();
   private subscriber?: RedisClient;
   private timer?: NodeJS.Timeout;
+  /** The ping awaited after a reconnection, and its resend timer. */
+  private ping?: string;
+  private pingTimer?: NodeJS.Timeout;
   private readonly channel: string;
 
   constructor(private readonly client: CommandClient, private readonly opts: RedisStateOptions) {
@@ -122,22 +139,30 @@ export class RedisState implements SharedState {
     let everReady = false;
     this.subscriber.on('ready', () => {
       if (everReady) {
-        // Messages may have been missed while disconnected: drop cached tokens and
-        // put our presence back (Redis may have restarted empty).
+        // Messages may have been missed while disconnected: once our own ping comes
+        // back through the subscription (it is live again), caches resynchronise.
         this.opts.logger.info('[state] redis reconnected, resynchronising');
-        this.local.emit('message', { type: 'token-cache-clear' } satisfies BusMessage);
+        this.confirmSubscription();
         this.heartbeat(true).catch(() => undefined);
       }
       everReady = true;
     });
     this.subscriber.on('message', (_channel: string, raw: string) => {
-      let parsed: { origin?: string; message?: BusMessage };
+      let parsed: { origin?: string; ping?: string; message?: BusMessage };
       try {
         parsed = JSON.parse(raw);
       } catch {
         return;
       }
-      if (parsed.origin === this.instanceId || !parsed.message) return;
+      if (parsed.origin === this.instanceId) {
+        if (parsed.ping !== undefined && parsed.ping === this.ping) {
+          this.ping = undefined;
+          clearTimeout(this.pingTimer);
+          this.local.emit('message', { type: 'resync' } satisfies BusMessage);
+        }
+        return;
+      }
+      if (!parsed.message) return;
       this.local.emit('message', parsed.message);
     });
     await this.subscriber.connect();
@@ -149,7 +174,23 @@ export class RedisState implements SharedState {
     this.timer.unref();
   }
 
+  /** Publishes a ping until it comes back through the subscription (see start()). */
+  private confirmSubscription() {
+    const ping = `${Date.now()}-${Math.random()}`;
+    this.ping = ping;
+    clearTimeout(this.pingTimer);
+    const send = () => {
+      if (this.ping !== ping) return;
+      this.client.publish(this.channel, JSON.stringify({ origin: this.instanceId, ping })).catch(() => undefined);
+      this.pingTimer = setTimeout(send, 500);
+      this.pingTimer.unref();
+    };
+    send();
+  }
+
   async close() {
+    this.ping = undefined;
+    clearTimeout(this.pingTimer);
     if (this.timer) clearInterval(this.timer);
     try {
       // Leave no ghost sockets behind on a clean shutdown.
@@ -246,10 +287,6 @@ export class RedisState implements SharedState {
       [ socketId, this.instanceId, `${socketId}|${uuid}`, uuid ]));
   }
 
-  async presenceCount(uuid: string) {
-    return this.client.hlen(this.key('presence', 'dev', uuid));
-  }
-
   async presenceList(): Promise<PresenceEntry[]> {
     const uuids = await this.client.smembers(this.key('presence', 'devices'));
     if (uuids.length === 0) return [];
@@ -259,6 +296,27 @@ export class RedisState implements SharedState {
     return uuids
       .map((uuid, i) => ({ uuid, connections: Number(results[i][1] ?? 0) }))
       .filter(e => e.connections > 0);
+  }
+
+  async kvRevisions(deviceIds: number[]) {
+    if (deviceIds.length === 0) return [];
+    const values = await this.client.mget(...deviceIds.map(d => this.key('kvrev', String(d))));
+    // 'unsure' (see kvRevisionsDistrust) reads as unknown.
+    return values.map(v => (v === null || v === 'unsure' ? null : Number(v)));
+  }
+
+  async kvRevisionsRaise(changes: Array<{ deviceId: number; revision: number }>) {
+    if (changes.length === 0) return;
+    await this.run('kvRevisionsRaise', changes.map(c => this.key('kvrev', String(c.deviceId))),
+      [ ...changes.map(c => c.revision), KV_REVISION_TTL_MS ]);
+  }
+
+  async kvRevisionsDistrust(deviceIds: number[], forMs: number) {
+    const pipe = this.client.pipeline();
+    for (const d of deviceIds) pipe.set(this.key('kvrev', String(d)), 'unsure', 'PX', forMs);
+    const results = await pipe.exec();
+    const failed = results.find(([ err ]) => err);
+    if (failed) throw failed[0];
   }
 
   async publish(message: BusMessage) {

@@ -28,7 +28,8 @@ export interface PresenceEntry {
 
 export type BusMessage =
   | { type: 'token-revoked'; token: string; uuid: string }
-  | { type: 'token-cache-clear' };
+  /** Local only: the bus is live again; messages may have been missed while it was not. */
+  | { type: 'resync' };
 
 export interface SharedState {
   readonly kind: 'redis' | 'memory';
@@ -50,8 +51,17 @@ export interface SharedState {
   presenceJoin(uuid: string, socketId: string): Promise<number>;
   /** Removes a socket from a device room; returns the remaining count. */
   presenceLeave(uuid: string, socketId: string): Promise<number>;
-  presenceCount(uuid: string): Promise<number>;
   presenceList(): Promise<PresenceEntry[]>;
+
+  /** The highest committed KV revision known per device (null: unknown); see app/lib/valueCache.ts. */
+  kvRevisions(deviceIds: number[]): Promise<Array<number | null>>;
+  /** Raises the known revisions of devices (never lowers one). */
+  kvRevisionsRaise(changes: Array<{ deviceId: number; revision: number }>): Promise<void>;
+  /**
+   * Makes the devices' revisions unknown for `forMs`, whatever is raised meanwhile: a
+   * write failed in a way that may still commit later.
+   */
+  kvRevisionsDistrust(deviceIds: number[], forMs: number): Promise<void>;
 
   /** Sends a message to every worker of every instance, this one included. */
   publish(message: BusMessage): Promise<void>;

@@ -1,8 +1,9 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
-import { ConnectionRefusedError } from 'sequelize';
+import { ConnectionRefusedError, DatabaseError } from 'sequelize';
 import errorHandler from '../../../app/middleware/errorHandler';
 import { HttpError, ServiceUnavailableError } from '../../../app/lib/errors';
+import { queryTimeoutError } from '../../../app/lib/queryTimeout';
 
 /** Runs the real middleware on a real context with a downstream that throws `err`. */
 async function render(err: unknown) {
@@ -33,6 +34,17 @@ describe('test/app/middleware/errorHandler.test.ts', () => {
       assert.deepStrictEqual(redis.body, { success: false, message: 'Redis 服务不可用，请稍后重试', details: { service: 'redis' }, code: 'SERVICE_UNAVAILABLE' });
       const typed = await render(new ServiceUnavailableError('database'));
       assert.strictEqual(typed.status, 503);
+    });
+
+    it('503 SERVICE_UNAVAILABLE for a query the database did not answer in time (DB_QUERY_TIMEOUT_MS) or a lost connection; 500 for a wrong query', async () => {
+      const down = { success: false, message: '数据库服务不可用，请稍后重试', details: { service: 'database' }, code: 'SERVICE_UNAVAILABLE' };
+      const timedOut = await render(new DatabaseError(Object.assign(queryTimeoutError(5000), { sql: 'SELECT 1' })));
+      assert.deepStrictEqual([ timedOut.status, timedOut.body ], [ 503, down ]);
+      const closed = new Error("Can't add new command when connection is in closed state");
+      const fatal = await render(new DatabaseError(Object.assign(closed, { fatal: true, sql: 'SELECT 1' })));
+      assert.deepStrictEqual([ fatal.status, fatal.body ], [ 503, down ]);
+      const wrong = await render(new DatabaseError(Object.assign(new Error('You have an error in your SQL syntax'), { code: 'ER_PARSE_ERROR', sql: 'SELEC 1' })));
+      assert.strictEqual(wrong.status, 500);
     });
 
     it('500 INTERNAL_ERROR for anything else, with a stack outside production only', async () => {

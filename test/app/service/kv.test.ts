@@ -215,4 +215,128 @@ describe('test/app/service/kv.test.ts', () => {
       assert.deepStrictEqual((events as KvChange[]).map(e => e.revision), [ 1 ]);
     });
   });
+
+  describe('write batching (concurrent POSTs share a transaction on MySQL)', () => {
+    it('30 concurrent writes over 3 devices: each keeps its own answer, revisions consecutive per device in call order, last value stored', async () => {
+      const others = [ await deviceWithToken(), await deviceWithToken() ];
+      const infos: TokenInfo[] = [ info, ...others.map(d => ({ installId: d.install.id, deviceId: d.device.id, uuid: d.device.uuid, token: d.token })) ];
+      const calls = Array.from({ length: 30 }, (_, i) => ({ info: infos[i % 3], key: `k${i % 4}`, value: { i } }));
+      const kv = app.mockContext().service.kv;
+      const before = { ...app.kvWriter?.stats };
+      const results = await Promise.all(calls.map(c => kv.upsert(c.info, c.key, c.value, '10.1.1.1')));
+      if (app.kvWriter) {
+        // MySQL: the 30 writes shared transactions (SQLite runs them one by one).
+        assert.strictEqual(app.kvWriter.stats.writes - before.writes!, 30);
+        assert.ok(app.kvWriter.stats.transactions - before.transactions! <= 8, `${app.kvWriter.stats.transactions - before.transactions!} transactions`);
+      }
+      for (const d of infos) {
+        const mine = calls.map((c, i) => ({ ...c, i })).filter(c => c.info === d);
+        const seen = new Set<string>();
+        const expected = mine.map(c => {
+          const created = !seen.has(c.key);
+          seen.add(c.key);
+          return { deviceId: d.deviceId, key: c.key, created };
+        });
+        assert.deepStrictEqual(mine.map(c => ({ deviceId: results[c.i].deviceId, key: results[c.i].key, created: results[c.i].created })), expected);
+        const myEvents = events.filter(e => e.uuid === d.uuid);
+        assert.deepStrictEqual(myEvents.map(e => [ e.key, e.revision ]), mine.map((c, n) => [ c.key, n + 1 ]));
+        const last: Record<string, { value: string; revision: number }> = {};
+        mine.forEach((c, n) => { last[c.key] = { value: JSON.stringify(c.value), revision: n + 1 }; });
+        assert.deepStrictEqual(await revisions(d.deviceId), Object.fromEntries(Object.entries(last).map(([ k, v ]) => [ k, v.revision ])));
+        for (const [ k, v ] of Object.entries(last)) assert.strictEqual(await storedValue(d.deviceId, k), v.value);
+      }
+      const rows = await app.model.query('SELECT `key`, createdAt, updatedAt FROM kv_entries WHERE deviceId = ? ORDER BY `key`', {
+        replacements: [ info.deviceId ], type: 'SELECT', raw: true,
+      }) as Array<{ key: string; createdAt: string | Date; updatedAt: string | Date }>;
+      const meta = await kv.metadata(info.deviceId, 'k0');
+      const lastK0 = calls.map((c, i) => ({ ...c, i })).filter(c => c.info === info && c.key === 'k0').pop()!;
+      assert.strictEqual(meta.metadata.updatedAt.toISOString(), results[lastK0.i].updatedAt.toISOString());
+      assert.strictEqual(meta.metadata.creatorIp, '10.1.1.1');
+      assert.strictEqual(rows.length, 4);
+    });
+
+    it('a write that fails inside a shared transaction fails alone: the others are stored and answered', async () => {
+      const kv = app.mockContext().service.kv;
+      await withFailingInsert(async () => {
+        const outcomes = await Promise.allSettled([ 'a', 'boom', 'b', 'c' ].map(key => kv.upsert(info, key, { key }, '127.0.0.1')));
+        assert.deepStrictEqual(outcomes.map(o => o.status), [ 'fulfilled', 'rejected', 'fulfilled', 'fulfilled' ]);
+        assert.deepStrictEqual(outcomes.map(o => (o.status === 'fulfilled' ? o.value.created : null)), [ true, null, true, true ]);
+      });
+      assert.deepStrictEqual(events.map(e => e.key).sort(), [ 'a', 'b', 'c' ]);
+      assert.deepStrictEqual(events.map(e => e.revision).sort((x, y) => x - y), [ 1, 2, 3 ]);
+      for (const key of [ 'a', 'b', 'c' ]) assert.strictEqual(await storedValue(device.id, key), JSON.stringify({ key }));
+      assert.strictEqual(await storedValue(device.id, 'boom'), undefined);
+    });
+  });
+
+  describe('value cache (GET /kv/:key)', () => {
+    const get = (key: string) => app.httpRequest().get(`/kv/${key}`).set('x-app-token', token);
+
+    /** Changes a stored value behind the server's back (no revision change: the cache cannot see it). */
+    async function changeBehindItsBack(key: string, json: string) {
+      await app.model.query('UPDATE kv_entries SET value = ? WHERE deviceId = ? AND `key` = ?', { replacements: [ json, device.id, key ] });
+    }
+
+    /** Another worker committed a write of the device (raised its revision in shared state). */
+    async function anotherWorkerWrote() {
+      await app.model.query('UPDATE devices SET revision = revision + 1 WHERE id = ?', { replacements: [ device.id ] });
+      const rows = await app.model.query('SELECT revision FROM devices WHERE id = ?', { replacements: [ device.id ], type: 'SELECT', raw: true }) as Array<{ revision: number }>;
+      await app.sharedState.kvRevisionsRaise([{ deviceId: device.id, revision: Number(rows[0].revision) }]);
+    }
+
+    it('serves the cached value until a write here, or one recorded by another worker, moves the device revision', async () => {
+      await app.httpRequest().post('/kv/c').set('x-app-token', token).send({ v: 1 }).expect(200);
+      assert.deepStrictEqual((await get('c').expect(200)).body, { v: 1 });
+      await changeBehindItsBack('c', '{"v":"behind"}');
+      assert.deepStrictEqual((await get('c').expect(200)).body, { v: 1 }, 'served from the cache, not the database');
+      await anotherWorkerWrote();
+      assert.deepStrictEqual((await get('c').expect(200)).body, { v: 'behind' });
+
+      await app.httpRequest().post('/kv/c').set('x-app-token', token).send({ v: 2 }).expect(200);
+      assert.deepStrictEqual((await get('c').expect(200)).body, { v: 2 });
+      await app.httpRequest().post('/kv/other').set('x-app-token', token).send({}).expect(200);
+      await changeBehindItsBack('c', '{"v":"again"}');
+      assert.deepStrictEqual((await get('c').expect(200)).body, { v: 'again' }, 'a write of another key of the device moved the revision');
+    });
+
+    it('a DELETE and a batch import move the revision; a 404 is never cached', async () => {
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ p: 1, q: 2 }).expect(200);
+      assert.deepStrictEqual((await get('p').expect(200)).body, 1);
+      assert.deepStrictEqual((await get('q').expect(200)).body, 2);
+      await app.httpRequest().delete('/kv/p').set('x-app-token', token).expect(204);
+      await get('p').expect(404);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ p: 3, q: 4 }).expect(200);
+      assert.deepStrictEqual((await get('p').expect(200)).body, 3);
+      assert.deepStrictEqual((await get('q').expect(200)).body, 4);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 5 ]);
+    });
+
+    it('a write that fails with no clear outcome: the device is distrusted (its cached values are not served), other devices keep theirs', async () => {
+      const other = await deviceWithToken();
+      await app.httpRequest().post('/kv/x').set('x-app-token', token).send({ v: 1 }).expect(200);
+      await app.httpRequest().post('/kv/x').set('x-app-token', other.token).send({ v: 1 }).expect(200);
+      await get('x').expect(200);
+      await withFailingInsert(async () => {
+        // The trigger stands for a failure we cannot tell apart from a lost commit answer.
+        const res = await app.httpRequest().post('/kv/boom').set('x-app-token', token).send({ v: 1 });
+        assert.strictEqual(res.status, 500);
+      });
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id, other.device.id ]), [ null, 1 ]);
+      await changeBehindItsBack('x', '{"v":"late"}');
+      assert.deepStrictEqual((await get('x').expect(200)).body, { v: 'late' });
+      await app.httpRequest().post('/kv/y').set('x-app-token', token).send({}).expect(200);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ null ], 'still distrusted after a later write');
+    });
+
+    it('shared state keeps the latest revision per device: POSTs, DELETE and batch move it to the write\'s revision', async () => {
+      await app.httpRequest().post('/kv/a').set('x-app-token', token).send({}).expect(200);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 1 ]);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ a: 1, b: 2, c: 3 }).expect(200);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 4 ]);
+      await app.httpRequest().delete('/kv/a').set('x-app-token', token).expect(204);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 5 ]);
+      await app.httpRequest().delete('/kv/a').set('x-app-token', token).expect(404);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 5 ]);
+    });
+  });
 });

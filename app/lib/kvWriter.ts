@@ -1,0 +1,257 @@
+import mysql from 'mysql2';
+import type { Pool, PoolConnection, ResultSetHeader } from 'mysql2';
+import { ConnectionError, DatabaseError } from 'sequelize';
+
+/** One `POST /kv/:key` write. */
+export interface KvWrite {
+  deviceId: number;
+  key: string;
+  /** The value's JSON text, stored as-is. */
+  json: string;
+  creatorIp: string;
+  /** createdAt (when new) and updatedAt of the entry. */
+  at: Date;
+}
+
+export interface KvWriteResult {
+  created: boolean;
+  /** The device revision this write was given (see KvService). */
+  revision: number;
+}
+
+export interface KvWriterOptions {
+  /** mysql:// URL of the database (the same as Sequelize's). */
+  url: string;
+  /** Connections of this worker's write pool = write transactions in flight at once. */
+  connections: number;
+  /** Most writes one transaction carries. */
+  maxBatch: number;
+  /** Bound on every statement round trip (ms); 0 = none. */
+  queryTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+interface Pending extends KvWrite {
+  resolve(result: KvWriteResult): void;
+  reject(err: unknown): void;
+}
+
+/** mysql2 error codes that mean "the database is not there", answered 503. */
+const UNAVAILABLE = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'POOL_CLOSED',
+]);
+
+/** One write; its revision is the device's new one (LAST_INSERT_ID()) minus the writes after it. */
+const UPSERT = 'INSERT INTO kv_entries (deviceId, `key`, value, creatorIp, revision, createdAt, updatedAt)' +
+  ' VALUES (?, ?, ?, ?, LAST_INSERT_ID() - ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value),' +
+  ' creatorIp = VALUES(creatorIp), revision = VALUES(revision), updatedAt = VALUES(updatedAt)';
+
+/** Errors of opening a connection (the database is not reachable at all). */
+const unreachable = new WeakSet<object>();
+
+function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: string; fatal?: boolean } | undefined;
+  return !!e && (e.fatal === true || (!!e.code && UNAVAILABLE.has(e.code)));
+}
+
+/** mysql2 errors as Sequelize's, so the error handler answers an outage with 503. */
+function wrap(err: unknown): Error {
+  if (isUnavailable(err)) return new ConnectionError(err as Error);
+  if ((err as { sql?: string }).sql !== undefined) return new DatabaseError(err as Error & { sql: string });
+  return err as Error;
+}
+
+/**
+ * The MySQL write path of `POST /kv/:key`: group commit in the application.
+ *
+ * Writes that arrive while this worker's write transactions are busy wait in a
+ * queue; the next free connection takes all of them (up to `maxBatch`) in one
+ * transaction sent as one multi-statement round trip (READ COMMITTED, set per session):
+ *
+ *   START TRANSACTION;
+ *   per device, in device-id order (row locks in the same order in every batch, so two
+ *   batches cannot deadlock):
+ *     UPDATE devices SET revision = LAST_INSERT_ID(revision + n) WHERE id = ?
+ *       (the OK packet's insert id is the device's new revision);
+ *     per write of that device, in arrival order:
+ *       INSERT … VALUES (…, LAST_INSERT_ID() - <writes after it>, …) ON DUPLICATE KEY UPDATE …
+ *       (affected rows: 1 = created, 2 = updated);
+ *   COMMIT
+ *
+ * Each write keeps its own answer: its own revision (consecutive per device, in
+ * arrival order), `created`, timestamps. A quiet server runs each write alone, so
+ * batching adds no latency; under load one commit (one log flush) carries many
+ * writes. If a batch fails for any reason but an unreachable database, its writes
+ * are retried one per transaction, so a write can only fail on its own account.
+ *
+ * The pool is this writer's own (multi-statement enabled here and nowhere else).
+ */
+export class MysqlKvWriter {
+  private readonly pool: Pool;
+  private queue: Pending[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  private closed = false;
+  /** Committed transactions and the writes they carried, since start. */
+  readonly stats = { transactions: 0, writes: 0 };
+
+  constructor(private readonly opts: KvWriterOptions) {
+    this.pool = mysql.createPool({
+      uri: opts.url,
+      connectionLimit: opts.connections,
+      maxIdle: opts.connections,
+      idleTimeout: 10000,
+      multipleStatements: true,
+      charset: 'utf8mb4',
+      timezone: 'Z',
+      connectTimeout: opts.connectTimeoutMs,
+      enableKeepAlive: true,
+    });
+    // READ COMMITTED: no gap locks, so first writes of neighbouring devices cannot deadlock.
+    this.pool.on('connection', conn => {
+      conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED', () => undefined);
+    });
+  }
+
+  upsert(write: KvWrite): Promise<KvWriteResult> {
+    if (this.closed) return Promise.reject(new ConnectionError(new Error('kv writer closed')));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ ...write, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  async close() {
+    this.closed = true;
+    await this.pool.promise().end().catch(() => undefined);
+  }
+
+  /**
+   * Starts batches while connections are free. Deferred to the check phase, so that
+   * the writes parsed in the same event-loop turn travel together.
+   */
+  private schedule() {
+    if (this.scheduled || this.queue.length === 0 || this.inFlight >= this.opts.connections) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.queue.length > 0 && this.inFlight < this.opts.connections) {
+        const batch = this.queue.splice(0, this.opts.maxBatch);
+        this.inFlight++;
+        this.runBatch(batch).finally(() => {
+          this.inFlight--;
+          this.schedule();
+        });
+      }
+    });
+  }
+
+  private async runBatch(batch: Pending[]) {
+    let results: KvWriteResult[];
+    try {
+      results = await this.transaction(batch);
+    } catch (err) {
+      if (batch.length > 1 && !isUnavailable(err)) {
+        // Every write on its own, so that one bad write cannot fail the others.
+        await Promise.all(batch.map(w => this.runBatch([ w ])));
+        return;
+      }
+      const wrapped = wrap(err);
+      // No connection could be opened: the writes still queued would each wait for their
+      // own connect timeout to learn the same; they are answered now.
+      const doomed = unreachable.has(err as object) ? this.queue.splice(0) : [];
+      for (const w of [ ...batch, ...doomed ]) w.reject(wrapped);
+      return;
+    }
+    batch.forEach((w, i) => w.resolve(results[i]));
+  }
+
+  private async transaction(batch: Pending[]): Promise<KvWriteResult[]> {
+    const conn = await this.connection().catch(err => {
+      if (err && typeof err === 'object') unreachable.add(err);
+      throw err;
+    });
+    let open = false;
+    try {
+      // Devices in id order (row locks in the same order in every batch: no deadlock), each
+      // followed by its writes in arrival order; LAST_INSERT_ID() holds the device's new
+      // (last) revision while its writes are inserted.
+      const byDevice = new Map<number, Pending[]>();
+      for (const w of batch) {
+        const list = byDevice.get(w.deviceId);
+        if (list) list.push(w);
+        else byDevice.set(w.deviceId, [ w ]);
+      }
+      const devices = [ ...byDevice.keys() ].sort((a, b) => a - b);
+      const statements = [ 'START TRANSACTION' ];
+      const values: unknown[] = [];
+      for (const d of devices) {
+        const writes = byDevice.get(d)!;
+        statements.push('UPDATE devices SET revision = LAST_INSERT_ID(revision + ?) WHERE id = ?');
+        values.push(writes.length, d);
+        writes.forEach((w, j) => {
+          statements.push(UPSERT);
+          values.push(w.deviceId, w.key, w.json, w.creatorIp, writes.length - 1 - j, w.at, w.at);
+        });
+      }
+      statements.push('COMMIT');
+      open = true;
+      const r = await this.query(conn, statements.join('; '), values) as ResultSetHeader[];
+      open = false;
+
+      const results = new Map<Pending, KvWriteResult>();
+      let i = 1;
+      for (const d of devices) {
+        const writes = byDevice.get(d)!;
+        const bump = r[i++];
+        if (bump.affectedRows !== 1) throw new Error(`device ${d} does not exist`);
+        const first = Number(bump.insertId) - writes.length + 1;
+        // affectedRows: 1 = inserted, 2 = an existing row updated.
+        for (let j = 0; j < writes.length; j++, i++) results.set(writes[j], { created: r[i].affectedRows === 1, revision: first + j });
+      }
+      this.stats.transactions++;
+      this.stats.writes += batch.length;
+      return batch.map(w => results.get(w)!);
+    } catch (err) {
+      if (open) await this.rollback(conn, err);
+      throw err;
+    } finally {
+      conn.release(); // a no-op for a destroyed connection
+    }
+  }
+
+  /** Undoes an open transaction; a connection that cannot is closed, never reused. */
+  private async rollback(conn: PoolConnection, cause: unknown) {
+    if (isUnavailable(cause)) {
+      conn.destroy();
+      return;
+    }
+    try {
+      await this.query(conn, 'ROLLBACK', []);
+    } catch {
+      conn.destroy();
+    }
+  }
+
+  private connection(): Promise<PoolConnection> {
+    return new Promise((resolve, reject) => {
+      this.pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn)));
+    });
+  }
+
+  private query(conn: PoolConnection, sql: string, values: unknown[]): Promise<unknown> {
+    const timeout = this.opts.queryTimeoutMs > 0 ? this.opts.queryTimeoutMs : undefined;
+    return new Promise((resolve, reject) => {
+      conn.query({ sql, values, timeout }, (err, rows) => {
+        if (err) {
+          // A statement that timed out may still be running: the connection is not reused.
+          if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
+          reject(err);
+        } else {
+          resolve(rows);
+        }
+      });
+    });
+  }
+}

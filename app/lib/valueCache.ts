@@ -1,0 +1,178 @@
+/** Where the latest committed revision of each device is known (SharedState). */
+export interface RevisionStore {
+  /** The highest committed KV revision known per device; null when unknown. */
+  kvRevisions(deviceIds: number[]): Promise<Array<number | null>>;
+  /** Raises the known revisions (never lowers one). */
+  kvRevisionsRaise(changes: Array<{ deviceId: number; revision: number }>): Promise<void>;
+  /** Makes revisions unknown for a while, whatever is raised meanwhile. */
+  kvRevisionsDistrust(deviceIds: number[], forMs: number): Promise<void>;
+}
+
+/**
+ * How long a device's cached values are not served after one of its writes failed
+ * in a way that may still commit (a commit whose answer was lost can land later).
+ */
+export const DISTRUST_MS = 10 * 60 * 1000;
+
+interface Entry {
+  value: string;
+  /** The device revision the value was read under. */
+  revision: number;
+  bytes: number;
+}
+
+/** Rough per-entry overhead of the Map entry and its object. */
+const ENTRY_OVERHEAD = 120;
+
+const entryId = (deviceId: number, key: string) => `${deviceId}\u0000${key}`;
+
+/**
+ * Per-worker cache of stored values (the JSON text `GET /kv/:key` serves), never stale.
+ *
+ * Every KV write raises its device's revision in the same transaction. Each cached
+ * value is tagged with the device revision it was read under (one statement reads
+ * both). Shared state (Redis, or memory in the embedded default) holds the latest
+ * committed revision of each device: a writer raises it after its commit and before it
+ * answers or publishes `kv-key-changed`; a reader asks for it first and serves a cached
+ * value only if its tag is that revision. Anything that starts after a write was
+ * answered therefore sees a revision at least that write's, and a value read before the
+ * write can never match it. Revisions only grow, so an old tag can never match again.
+ *
+ * The revision lookups and raises of one event-loop turn travel together (one MGET,
+ * one script). If shared state cannot be reached the cache is bypassed (every read goes
+ * to the database); a reader that finds no revision known (Redis restarted) puts back
+ * the one it read. A write that fails without a clear outcome (a lost commit answer)
+ * makes its device's revision unknown for DISTRUST_MS (unsure()). Bounded in bytes, least recently used out; values over 1/64 of the
+ * bound are not kept.
+ */
+export class ValueCache {
+  private readonly entries = new Map<string, Entry>();
+  private bytes = 0;
+  private lookups = new Map<number, Array<(revision: number | null) => void>>();
+  private raises = new Map<number, number>();
+  private raising?: Promise<void>;
+  private lookupScheduled = false;
+
+  constructor(
+    private readonly maxBytes: number,
+    private readonly store: RevisionStore,
+    private readonly onError: (what: string, err: Error) => void,
+  ) {}
+
+  get enabled(): boolean {
+    return this.maxBytes > 0;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Drops every cached value (the database was replaced behind the server's back). */
+  clear() {
+    this.entries.clear();
+    this.bytes = 0;
+  }
+
+  /** The value of `key` if the cached one is current, else `read()`'s (stored for next time). */
+  async get(deviceId: number, key: string, read: () => Promise<{ value: string; revision: number } | null>): Promise<string | null> {
+    if (!this.enabled) return (await read())?.value ?? null;
+    const id = entryId(deviceId, key);
+    const known = await this.knownRevision(deviceId);
+    const hit = this.entries.get(id);
+    if (hit && known !== null && hit.revision === known) {
+      // Most recently used last.
+      this.entries.delete(id);
+      this.entries.set(id, hit);
+      return hit.value;
+    }
+    const row = await read();
+    if (!row) {
+      if (hit) this.remove(id, hit);
+      return null;
+    }
+    this.put(id, row.value, row.revision);
+    // Nothing known (Redis restarted empty, or the entry expired): put back what the database says.
+    if (known === null || known < row.revision) this.committed(deviceId, row.revision).catch(() => undefined);
+    return row.value;
+  }
+
+  /**
+   * Records a committed write: resolves once the device's known revision is at least
+   * `revision` everywhere (call it before answering). Never rejects: the write is
+   * committed; if shared state is unreachable, so it is for every reader.
+   */
+  committed(deviceId: number, revision: number): Promise<void> {
+    this.raises.set(deviceId, Math.max(revision, this.raises.get(deviceId) ?? 0));
+    if (!this.raising) {
+      this.raising = new Promise<void>(resolve => setImmediate(resolve)).then(async () => {
+        const changes = [ ...this.raises ].map(([ d, r ]) => ({ deviceId: d, revision: r }));
+        this.raises = new Map();
+        this.raising = undefined;
+        try {
+          await this.store.kvRevisionsRaise(changes);
+        } catch (err) {
+          this.onError('cannot record a write\'s revision', err as Error);
+        }
+      });
+    }
+    return this.raising;
+  }
+
+  /**
+   * A write of the device failed without a clear outcome (it may have committed, or may
+   * still): its cached values are not served for DISTRUST_MS, on any worker.
+   */
+  async unsure(deviceId: number): Promise<void> {
+    try {
+      await this.store.kvRevisionsDistrust([ deviceId ], DISTRUST_MS);
+    } catch (err) {
+      this.onError('cannot mark a device after a failed write', err as Error);
+    }
+  }
+
+  /** The latest committed revision of a device (null: unknown or unreachable). */
+  private knownRevision(deviceId: number): Promise<number | null> {
+    return new Promise(resolve => {
+      const waiting = this.lookups.get(deviceId);
+      if (waiting) waiting.push(resolve);
+      else this.lookups.set(deviceId, [ resolve ]);
+      if (!this.lookupScheduled) {
+        this.lookupScheduled = true;
+        setImmediate(() => this.lookup());
+      }
+    });
+  }
+
+  private async lookup() {
+    this.lookupScheduled = false;
+    const batch = this.lookups;
+    this.lookups = new Map();
+    const ids = [ ...batch.keys() ];
+    let revisions: Array<number | null>;
+    try {
+      revisions = await this.store.kvRevisions(ids);
+    } catch (err) {
+      this.onError('cannot read revisions, reading the database', err as Error);
+      revisions = ids.map(() => null);
+    }
+    ids.forEach((id, i) => batch.get(id)!.forEach(resolve => resolve(revisions[i])));
+  }
+
+  private put(id: string, value: string, revision: number) {
+    const bytes = ENTRY_OVERHEAD + 2 * (value.length + id.length);
+    const old = this.entries.get(id);
+    if (old) this.remove(id, old);
+    if (bytes > this.maxBytes / 64) return;
+    this.entries.set(id, { value, revision, bytes });
+    this.bytes += bytes;
+    while (this.bytes > this.maxBytes) {
+      const [ oldestId, oldest ] = this.entries.entries().next().value as [string, Entry];
+      this.remove(oldestId, oldest);
+    }
+  }
+
+  private remove(id: string, e: Entry) {
+    this.entries.delete(id);
+    this.bytes -= e.bytes;
+  }
+}
