@@ -7,6 +7,8 @@ import { Cluster, Rand, SEED, World, deviceWithToken, eventually, request, sleep
 const HTTP_REQUESTS = 10000;
 const BODY_LIMIT_BYTES = 64 * 1024;
 const RSS_SLACK_KB = 50 * 1024;
+/** How long the workers' RSS may take to come back down after the load. */
+const SETTLE_MS = 180 * 1000;
 
 interface Generated {
   bytes: Buffer;
@@ -348,9 +350,12 @@ describe('test/fault/hostile.test.ts', () => {
   it('worker RSS settles back near its starting level (< +50 MB)', async () => {
     const now = () => pids.map(pid => `${pid}: ${Math.round(baseline.get(pid)! / 1024)} MB -> ${Math.round(Cluster.rssKb(pid) / 1024)} MB`).join(', ');
     console.log(`      right after the load: ${now()}`);
+    // V8 gives the grown heap back lazily: on this 2-core box the drop came 40-60 s after
+    // the load ended (a 60 s wait once missed it by a little in CI), so allow 3 minutes.
+    const started = Date.now();
     await eventually(() => {
       for (const pid of pids) assert.ok(Cluster.rssKb(pid) < baseline.get(pid)! + RSS_SLACK_KB, `RSS ${now()}`);
-    }, 60000, 1000);
-    console.log(`      settled: ${now()}`);
+    }, SETTLE_MS, 1000);
+    console.log(`      settled after ${Math.round((Date.now() - started) / 1000)} s: ${now()}`);
   });
 });
