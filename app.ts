@@ -7,6 +7,7 @@ import { Realtime } from './app/lib/realtime';
 import { ValueCache } from './app/lib/valueCache';
 import { MysqlKvWriter } from './app/lib/kvWriter';
 import { installQueryTimeout } from './app/lib/queryTimeout';
+import { coalescePublishes } from './app/lib/tickWrites';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -59,6 +60,7 @@ export default class AppBoot implements IBoot {
     if (s.redisUrl) {
       // The adapter's own pub/sub connections, separate from egg-redis.
       const pub = new IORedis(s.redisUrl, { maxRetriesPerRequest: null });
+      coalescePublishes(pub);
       const sub = pub.duplicate();
       for (const c of [ pub, sub ]) c.on('error', err => app.coreLogger.warn('[socket.io adapter] redis: %s', err.message));
       this.adapterClients = [ pub, sub ];
