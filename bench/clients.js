@@ -100,6 +100,7 @@ async function connectAll(msg) {
       const i = next++;
       const localAddress = msg.addresses[i % msg.addresses.length];
       const r = msg.mode === 'ws' ? await connectWs(msg.url, localAddress) : await connectSio(msg.url, msg.tokens[i], localAddress);
+      r.entry.localAddress = localAddress;
       sockets.push(r.entry);
       if (r.ok) {
         joined++;
@@ -116,8 +117,12 @@ async function connectAll(msg) {
 function collect(writes) {
   const fromResp = [];
   const fromSend = [];
+  // From the response, split by the parity of the socket's source address: the sticky
+  // master puts odd and even addresses on different workers (bench/README.md).
+  const fromRespByParity = { odd: [], even: [] };
   let missed = 0;
-  for (const { receipts } of sockets) {
+  for (const { receipts, localAddress } of sockets) {
+    const parity = Number(localAddress.split('.').pop()) % 2 ? 'odd' : 'even';
     for (const w of writes) {
       const t = receipts.get(w.key);
       if (t === undefined) {
@@ -126,12 +131,15 @@ function collect(writes) {
       }
       fromResp.push(t - w.respAt);
       fromSend.push(t - w.sentAt);
+      fromRespByParity[parity].push(t - w.respAt);
     }
   }
   return {
     type: 'collected',
     fromResp: Float64Array.from(fromResp),
     fromSend: Float64Array.from(fromSend),
+    fromRespOdd: Float64Array.from(fromRespByParity.odd),
+    fromRespEven: Float64Array.from(fromRespByParity.even),
     expected: sockets.length * writes.length,
     received: fromResp.length,
     missed,

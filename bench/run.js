@@ -265,9 +265,23 @@ async function collectReceipts(procs, writes) {
     fromSend.set(r.fromSend, off);
     off += r.fromResp.length;
   }
+  const concat = field => {
+    const out = new Float64Array(replies.reduce((a, r) => a + r[field].length, 0));
+    let at = 0;
+    for (const r of replies) {
+      out.set(r[field], at);
+      at += r[field].length;
+    }
+    return out;
+  };
+  // The writer connects from 127.0.0.1 (odd): odd source addresses share its worker.
+  const writersWorker = concat('fromRespOdd');
+  const otherWorker = concat('fromRespEven');
   return {
     fromResponse: summarize(fromResp),
     fromSend: summarize(fromSend),
+    writersWorker: writersWorker.length ? summarize(writersWorker) : null,
+    otherWorker: otherWorker.length ? summarize(otherWorker) : null,
     expected: replies.reduce((a, r) => a + r.expected, 0),
     received: total,
     missed: replies.reduce((a, r) => a + r.missed, 0),
@@ -336,6 +350,10 @@ async function fanoutRuns(label, base, procs, tokenFor) {
     runs.push(res);
     log(`fanout ${label} run ${r + 1}/${cfg.runs}: from response p50 ${res.fromResponse.p50} p99 ${res.fromResponse.p99} max ${res.fromResponse.max} ms; ` +
       `from send p50 ${res.fromSend.p50} p99 ${res.fromSend.p99}; missed ${res.missed}/${res.expected}, write errors ${res.writeErrors}, disconnects ${res.disconnects}`);
+    if (label === 'socket.io' && res.writersWorker && res.otherWorker) {
+      log(`fanout ${label} run ${r + 1}/${cfg.runs} by source address: odd (the writer's worker) p50 ${res.writersWorker.p50} p99 ${res.writersWorker.p99}; ` +
+        `even (the other worker) p50 ${res.otherWorker.p50} p99 ${res.otherWorker.p99}`);
+    }
   }
   return runs;
 }
@@ -345,6 +363,8 @@ function fanoutSummary(runs) {
   return {
     fromResponse: { p50: medianOf(runs, r => r.fromResponse.p50), p99: medianOf(runs, r => r.fromResponse.p99), max: medianOf(runs, r => r.fromResponse.max) },
     fromSend: { p50: medianOf(runs, r => r.fromSend.p50), p99: medianOf(runs, r => r.fromSend.p99), max: medianOf(runs, r => r.fromSend.max) },
+    writersWorker: runs[0].writersWorker && { p50: medianOf(runs, r => r.writersWorker.p50), p99: medianOf(runs, r => r.writersWorker.p99) },
+    otherWorker: runs[0].otherWorker && { p50: medianOf(runs, r => r.otherWorker.p50), p99: medianOf(runs, r => r.otherWorker.p99) },
     missed: runs.reduce((a, r) => a + r.missed, 0),
     expected: runs.reduce((a, r) => a + r.expected, 0),
     writeErrors: runs.reduce((a, r) => a + r.writeErrors, 0),
@@ -558,6 +578,9 @@ function printSummary(results) {
     const { socketio: s, rawWs: w, p99Ratio } = b.fanout.summary;
     lines.push(`Fan-out, ${cfg.fanout.sockets} sockets, ${cfg.fanout.rate} writes/s for ${cfg.fanout.seconds} s (ms after the POST's response):`);
     lines.push(`  socket.io  p50 ${s.fromResponse.p50}  p99 ${s.fromResponse.p99}  max ${s.fromResponse.max}  missed ${s.missed}/${s.expected}`);
+    if (s.writersWorker && s.otherWorker) {
+      lines.push(`    by worker: the writer's p50 ${s.writersWorker.p50} p99 ${s.writersWorker.p99}; the other p50 ${s.otherWorker.p50} p99 ${s.otherWorker.p99}`);
+    }
     lines.push(`  raw ws     p50 ${w.fromResponse.p50}  p99 ${w.fromResponse.p99}  max ${w.fromResponse.max}  missed ${w.missed}/${w.expected}`);
     lines.push(`  p99 ratio socket.io / raw ws: ${p99Ratio}`);
   }
