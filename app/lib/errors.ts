@@ -47,27 +47,32 @@ const DB_UNAVAILABLE = new Set([
 ]);
 
 const DB_UNAVAILABLE_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST',
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'PROTOCOL_CONNECTION_LOST',
   // No answer within DB_QUERY_TIMEOUT_MS (app/lib/queryTimeout.ts, or mysql2's own `timeout`).
   'PROTOCOL_SEQUENCE_TIMEOUT',
-  'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_CANTOPEN', 'SQLITE_FULL',
+  'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'POOL_CLOSED', 'SQLITE_BUSY', 'SQLITE_IOERR', 'SQLITE_CANTOPEN', 'SQLITE_FULL',
 ]);
 
 type DriverError = { code?: string; fatal?: boolean };
 
 /**
- * True when `err` means the database is unreachable (not that the query was wrong).
- * A mysql2 error marked `fatal` (the connection itself is gone: lost, timed out, or
- * already closed when the query was sent) counts too.
+ * True when a driver's own error (mysql2, sqlite3) means the database is unreachable:
+ * a connection-level code, or a mysql2 error marked `fatal` (the connection itself is
+ * gone: lost, timed out, or already closed when the query was sent).
  */
+export function isDriverUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as DriverError;
+  return e.fatal === true || (!!e.code && DB_UNAVAILABLE_CODES.has(e.code));
+}
+
+/** True when `err` (Sequelize's, wrapping a driver error) means the database is unreachable (not that the query was wrong). */
 export function isDatabaseUnavailable(err: unknown): boolean {
   if (!err || typeof err !== 'object') return false;
   const e = err as { name?: string; parent?: DriverError; original?: DriverError } & DriverError;
   if (e.name && DB_UNAVAILABLE.has(e.name)) return true;
   if (!(e.name ?? '').startsWith('Sequelize')) return false;
-  const code = e.parent?.code ?? e.original?.code ?? e.code;
-  const fatal = e.parent?.fatal ?? e.original?.fatal ?? e.fatal;
-  return (!!code && DB_UNAVAILABLE_CODES.has(code)) || fatal === true;
+  return isDriverUnavailable(e.parent ?? e.original ?? e);
 }
 
 /** True when `err` comes from an unreachable Redis (ioredis). */

@@ -1,6 +1,8 @@
 import mysql from 'mysql2';
 import type { Pool, PoolConnection, ResultSetHeader } from 'mysql2';
 import { ConnectionError, DatabaseError } from 'sequelize';
+import { isDriverUnavailable } from './errors';
+import { guardConnection } from './queryTimeout';
 
 /** One `POST /kv/:key` write. */
 export interface KvWrite {
@@ -26,7 +28,7 @@ export interface KvWriterOptions {
   connections: number;
   /** Most writes one transaction carries. */
   maxBatch: number;
-  /** Bound on every statement round trip (ms); 0 = none. */
+  /** Bound on every statement round trip (ms, DB_QUERY_TIMEOUT_MS as in app/lib/queryTimeout.ts); 0 = none. */
   queryTimeoutMs: number;
   connectTimeoutMs: number;
 }
@@ -36,12 +38,6 @@ interface Pending extends KvWrite {
   reject(err: unknown): void;
 }
 
-/** mysql2 error codes that mean "the database is not there", answered 503. */
-const UNAVAILABLE = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'PROTOCOL_CONNECTION_LOST',
-  'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_SERVER_SHUTDOWN', 'ER_CON_COUNT_ERROR', 'POOL_CLOSED',
-]);
-
 /** One write; its revision is the device's new one (LAST_INSERT_ID()) minus the writes after it. */
 const UPSERT = 'INSERT INTO kv_entries (deviceId, `key`, value, creatorIp, revision, createdAt, updatedAt)' +
   ' VALUES (?, ?, ?, ?, LAST_INSERT_ID() - ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value),' +
@@ -50,14 +46,9 @@ const UPSERT = 'INSERT INTO kv_entries (deviceId, `key`, value, creatorIp, revis
 /** Errors of opening a connection (the database is not reachable at all). */
 const unreachable = new WeakSet<object>();
 
-function isUnavailable(err: unknown): boolean {
-  const e = err as { code?: string; fatal?: boolean } | undefined;
-  return !!e && (e.fatal === true || (!!e.code && UNAVAILABLE.has(e.code)));
-}
-
 /** mysql2 errors as Sequelize's, so the error handler answers an outage with 503. */
 function wrap(err: unknown): Error {
-  if (isUnavailable(err)) return new ConnectionError(err as Error);
+  if (isDriverUnavailable(err)) return new ConnectionError(err as Error);
   if ((err as { sql?: string }).sql !== undefined) return new DatabaseError(err as Error & { sql: string });
   return err as Error;
 }
@@ -109,7 +100,10 @@ export class MysqlKvWriter {
       enableKeepAlive: true,
     });
     // READ COMMITTED: no gap locks, so first writes of neighbouring devices cannot deadlock.
+    // Every connection's queries are bounded like the app pool's; a connection whose query
+    // timed out is closed, never lent again.
     this.pool.on('connection', conn => {
+      guardConnection(conn, opts.queryTimeoutMs);
       conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED', () => undefined);
     });
   }
@@ -152,7 +146,7 @@ export class MysqlKvWriter {
     try {
       results = await this.transaction(batch);
     } catch (err) {
-      if (batch.length > 1 && !isUnavailable(err)) {
+      if (batch.length > 1 && !isDriverUnavailable(err)) {
         // Every write on its own, so that one bad write cannot fail the others.
         await Promise.all(batch.map(w => this.runBatch([ w ])));
         return;
@@ -223,7 +217,7 @@ export class MysqlKvWriter {
 
   /** Undoes an open transaction; a connection that cannot is closed, never reused. */
   private async rollback(conn: PoolConnection, cause: unknown) {
-    if (isUnavailable(cause)) {
+    if (isDriverUnavailable(cause)) {
       conn.destroy();
       return;
     }
@@ -241,17 +235,8 @@ export class MysqlKvWriter {
   }
 
   private query(conn: PoolConnection, sql: string, values: unknown[]): Promise<unknown> {
-    const timeout = this.opts.queryTimeoutMs > 0 ? this.opts.queryTimeoutMs : undefined;
     return new Promise((resolve, reject) => {
-      conn.query({ sql, values, timeout }, (err, rows) => {
-        if (err) {
-          // A statement that timed out may still be running: the connection is not reused.
-          if ((err as { code?: string }).code === 'PROTOCOL_SEQUENCE_TIMEOUT') conn.destroy();
-          reject(err);
-        } else {
-          resolve(rows);
-        }
-      });
+      conn.query({ sql, values }, (err, rows) => (err ? reject(err) : resolve(rows)));
     });
   }
 }

@@ -42,8 +42,8 @@ const entryId = (deviceId: number, key: string) => `${deviceId}\u0000${key}`;
  * one script). If shared state cannot be reached the cache is bypassed (every read goes
  * to the database); a reader that finds no revision known (Redis restarted) puts back
  * the one it read. A write that fails without a clear outcome (a lost commit answer)
- * makes its device's revision unknown for DISTRUST_MS (unsure()). Bounded in bytes, least recently used out; values over 1/64 of the
- * bound are not kept.
+ * makes its device's revision unknown for DISTRUST_MS (unsure()). Bounded in bytes,
+ * least recently used out; values over 1/64 of the bound are not kept.
  */
 export class ValueCache {
   private readonly entries = new Map<string, Entry>();

@@ -1,7 +1,6 @@
 import assert from 'node:assert';
-import { World, deviceWithToken, eventually, request, sleep } from './support';
+import { DatabaseProbe, World, deviceWithToken, eventually, probeWhileDatabaseAway, request } from './support';
 
-const DB_DOWN = { success: false, message: '数据库服务不可用，请稍后重试', details: { service: 'database' }, code: 'SERVICE_UNAVAILABLE' };
 const FREEZE_MS = 15000;
 /**
  * Generous: an answer must arrive, but how fast is not asserted. The server's own bound
@@ -35,16 +34,15 @@ describe('test/fault/mysql-freeze.test.ts', () => {
     const master = c.masterPid;
     const pids = c.workerPids();
     const auth = { 'x-app-token': token };
-    let n = 0;
-    const probes: Array<{ method: string; path: string; headers?: Record<string, string>; body?: () => unknown }> = [
+    const probes: DatabaseProbe[] = [
       { method: 'GET', path: '/kv/k', headers: auth },
-      { method: 'POST', path: '/kv/k2', headers: auth, body: () => ({ n }) },
+      { method: 'POST', path: '/kv/k2', headers: auth, body: n => ({ n }) },
       { method: 'GET', path: '/kv?limit=5', headers: auth },
       { method: 'DELETE', path: '/kv/k3', headers: auth },
-      { method: 'POST', path: '/kv/_batchimport', headers: auth, body: () => ({ a: { n }, b: [ n ] }) },
+      { method: 'POST', path: '/kv/_batchimport', headers: auth, body: n => ({ a: { n }, b: [ n ] }) },
       { method: 'GET', path: '/kv/_info', headers: { 'x-app-token': 'f'.repeat(64) } },
       { method: 'GET', path: '/devices/dev-f' },
-      { method: 'POST', path: '/devices', body: () => ({ uuid: `new-${n}`, deviceName: 'x' }) },
+      { method: 'POST', path: '/devices', body: n => ({ uuid: `new-${n}`, deviceName: 'x' }) },
     ];
 
     // Every worker's pools (Sequelize's and the KV writer's) hold idle connections, as
@@ -60,29 +58,9 @@ describe('test/fault/mysql-freeze.test.ts', () => {
     }
 
     world.db.freeze();
-    const frozenAt = Date.now();
-    const answers: Array<Promise<string>> = [];
-    let sent = 0;
-    while (Date.now() - frozenAt < FREEZE_MS) {
-      for (const localAddress of VIA) {
-        for (const p of probes) {
-          n += 1;
-          sent += 1;
-          answers.push(request(c, p.method, p.path, { headers: p.headers, body: p.body?.(), localAddress, timeoutMs: CLIENT_TIMEOUT_MS })
-            .then(res => {
-              assert.deepStrictEqual({ status: res.status, body: res.json }, { status: 503, body: DB_DOWN }, `${p.method} ${p.path}: ${res.text}`);
-              return 'ok';
-            }, err => `${p.method} ${p.path} via ${localAddress}: ${(err as Error).message}`));
-        }
-        // Needs no database.
-        answers.push(request(c, 'GET', '/check', { localAddress, timeoutMs: CLIENT_TIMEOUT_MS })
-          .then(res => (res.status === 200 ? 'ok' : `/check ${res.status}`), err => `/check: ${(err as Error).message}`));
-      }
-      await sleep(1000);
-    }
     // Still frozen while the last answers arrive.
-    const results = await Promise.all(answers);
-    assert.deepStrictEqual(results.filter(r => r !== 'ok'), []);
+    const { sent, failures } = await probeWhileDatabaseAway(c, probes, { ms: FREEZE_MS, via: VIA, clientTimeoutMs: CLIENT_TIMEOUT_MS });
+    assert.deepStrictEqual(failures, []);
     console.log(`      ${sent} database requests answered 503 while MySQL was frozen`);
 
     world.db.thaw();

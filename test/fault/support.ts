@@ -666,6 +666,47 @@ export function request(target: Cluster | string, method: string, p: string, opt
 }
 
 /** Registers a device and installs one app; returns its token. */
+/** The answer of every request that needs the database while it is away. */
+export const DB_DOWN = { success: false, message: '数据库服务不可用，请稍后重试', details: { service: 'database' }, code: 'SERVICE_UNAVAILABLE' };
+
+/** A request that needs the database; `body(n)` gets the request's sequence number. */
+export interface DatabaseProbe {
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: (n: number) => unknown;
+}
+
+/**
+ * While the database is away: once a second for `ms`, sends every probe through each
+ * source address (each worker), plus a `GET /check` that needs no database. Waits for
+ * every answer; resolves with the number of probes sent and what went wrong (a probe
+ * not answered 503 DB_DOWN within `clientTimeoutMs`, a `/check` not 200): [] when nothing did.
+ */
+export async function probeWhileDatabaseAway(c: Cluster, probes: DatabaseProbe[], opts: { ms: number; via: string[]; clientTimeoutMs: number }) {
+  const started = Date.now();
+  const answers: Array<Promise<string>> = [];
+  let sent = 0;
+  while (Date.now() - started < opts.ms) {
+    for (const localAddress of opts.via) {
+      for (const p of probes) {
+        sent += 1;
+        answers.push(request(c, p.method, p.path, { headers: p.headers, body: p.body?.(sent), localAddress, timeoutMs: opts.clientTimeoutMs })
+          .then(res => {
+            assert.deepStrictEqual({ status: res.status, body: res.json }, { status: 503, body: DB_DOWN }, `${p.method} ${p.path}: ${res.text}`);
+            return 'ok';
+          }, err => `${p.method} ${p.path} via ${localAddress}: ${(err as Error).message}`)
+          .catch(err => (err as Error).message));
+      }
+      answers.push(request(c, 'GET', '/check', { localAddress, timeoutMs: opts.clientTimeoutMs })
+        .then(res => (res.status === 200 ? 'ok' : `/check ${res.status}`), err => `/check: ${(err as Error).message}`));
+    }
+    await sleep(1000);
+  }
+  const failures = (await Promise.all(answers)).filter(r => r !== 'ok');
+  return { sent, failures };
+}
+
 export async function deviceWithToken(c: Cluster, uuid: string, opts: { localAddress?: string; password?: string } = {}) {
   const created = await request(c, 'POST', '/devices', { body: { uuid, deviceName: `Device ${uuid}` }, localAddress: opts.localAddress });
   assert.strictEqual(created.status, 201, created.text);
