@@ -665,7 +665,6 @@ export function request(target: Cluster | string, method: string, p: string, opt
   });
 }
 
-/** Registers a device and installs one app; returns its token. */
 /** The answer of every request that needs the database while it is away. */
 export const DB_DOWN = { success: false, message: '数据库服务不可用，请稍后重试', details: { service: 'database' }, code: 'SERVICE_UNAVAILABLE' };
 
@@ -707,6 +706,7 @@ export async function probeWhileDatabaseAway(c: Cluster, probes: DatabaseProbe[]
   return { sent, failures };
 }
 
+/** Registers a device and installs one app; returns its token. */
 export async function deviceWithToken(c: Cluster, uuid: string, opts: { localAddress?: string; password?: string } = {}) {
   const created = await request(c, 'POST', '/devices', { body: { uuid, deviceName: `Device ${uuid}` }, localAddress: opts.localAddress });
   assert.strictEqual(created.status, 201, created.text);
