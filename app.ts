@@ -47,6 +47,12 @@ export default class AppBoot implements IBoot {
       app.coreLogger.warn('[valueCache] %s: %s', what, err.message);
     });
 
+    // The cache is trusted only while the shared-state bus is connected (see ValueCache.suspend()).
+    app.sharedState.onMessage(message => {
+      if (message.type === 'bus-lost') app.valueCache.suspend();
+      else if (message.type === 'resync') app.valueCache.resume();
+    });
+
     if (s.database.dialect === 'mysql') {
       app.kvWriter = new MysqlKvWriter({
         url: s.database.url,
@@ -75,6 +81,7 @@ export default class AppBoot implements IBoot {
   async beforeClose() {
     await this.app.sharedState.close();
     await this.app.kvWriter?.close();
+    this.app.valueCache.close();
     for (const c of this.adapterClients) c.disconnect();
   }
 }

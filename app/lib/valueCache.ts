@@ -14,6 +14,9 @@ export interface RevisionStore {
  */
 export const DISTRUST_MS = 10 * 60 * 1000;
 
+/** How often a raise shared state did not take is tried again. */
+export const RETRY_MS = 1000;
+
 interface Entry {
   value: string;
   /** The device revision the value was read under. */
@@ -52,6 +55,11 @@ export class ValueCache {
   private raises = new Map<number, number>();
   private raising?: Promise<void>;
   private lookupScheduled = false;
+  /** Set while shared state may be missing raises (see suspend()). */
+  private suspended = false;
+  /** Raises that failed, retried every RETRY_MS until shared state takes them. */
+  private unraised = new Map<number, number>();
+  private retryTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly maxBytes: number,
@@ -73,9 +81,31 @@ export class ValueCache {
     this.bytes = 0;
   }
 
+  /**
+   * The connection to shared state dropped: writes made meanwhile (on any worker) may
+   * not reach it, and a value cached now could later match a revision that missed
+   * them. Until resume(), every read goes to the database and nothing is cached.
+   */
+  suspend() {
+    this.suspended = true;
+    this.clear();
+  }
+
+  /** Shared state is reachable again: caching starts over from empty. */
+  resume() {
+    this.clear();
+    this.suspended = false;
+  }
+
+  /** Stops retrying failed raises (shutdown). */
+  close() {
+    clearTimeout(this.retryTimer);
+    this.unraised.clear();
+  }
+
   /** The value of `key` if the cached one is current, else `read()`'s (stored for next time). */
   async get(deviceId: number, key: string, read: () => Promise<{ value: string; revision: number } | null>): Promise<string | null> {
-    if (!this.enabled) return (await read())?.value ?? null;
+    if (!this.enabled || this.suspended) return (await read())?.value ?? null;
     const id = entryId(deviceId, key);
     const known = await this.knownRevision(deviceId);
     const hit = this.entries.get(id);
@@ -86,6 +116,7 @@ export class ValueCache {
       return hit.value;
     }
     const row = await read();
+    if (this.suspended) return row?.value ?? null; // suspended while reading
     if (!row) {
       if (hit) this.remove(id, hit);
       return null;
@@ -112,10 +143,29 @@ export class ValueCache {
           await this.store.kvRevisionsRaise(changes);
         } catch (err) {
           this.onError('cannot record a write\'s revision', err as Error);
+          this.raiseFailed(changes);
         }
       });
     }
     return this.raising;
+  }
+
+  /**
+   * Shared state did not take these revisions: it is behind the database for those
+   * devices. This worker's values are dropped (none was read under the missing
+   * revision), and the raise is retried until it lands; writers do not wait for it.
+   */
+  private raiseFailed(changes: Array<{ deviceId: number; revision: number }>) {
+    this.clear();
+    for (const c of changes) this.unraised.set(c.deviceId, Math.max(c.revision, this.unraised.get(c.deviceId) ?? 0));
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      const retry = [ ...this.unraised ].map(([ deviceId, revision ]) => ({ deviceId, revision }));
+      this.unraised = new Map();
+      this.store.kvRevisionsRaise(retry).catch(() => this.raiseFailed(retry));
+    }, RETRY_MS);
+    this.retryTimer.unref?.();
   }
 
   /**

@@ -137,7 +137,14 @@ export class RedisState implements SharedState {
     this.subscriber = new IORedis(this.opts.url, { maxRetriesPerRequest: null, lazyConnect: true });
     this.subscriber.on('error', err => this.opts.logger.warn('[state] subscriber error: %s', err.message));
     let everReady = false;
+    let lost = false;
+    this.subscriber.on('close', () => {
+      if (!everReady || lost) return;
+      lost = true;
+      this.local.emit('message', { type: 'bus-lost' } satisfies BusMessage);
+    });
     this.subscriber.on('ready', () => {
+      lost = false;
       if (everReady) {
         // Messages may have been missed while disconnected: once our own ping comes
         // back through the subscription (it is live again), caches resynchronise.

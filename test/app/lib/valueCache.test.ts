@@ -1,5 +1,5 @@
 import assert from 'node:assert';
-import { ValueCache, RevisionStore, DISTRUST_MS } from '../../../app/lib/valueCache';
+import { ValueCache, RevisionStore, DISTRUST_MS, RETRY_MS } from '../../../app/lib/valueCache';
 
 /** The revision store of the embedded default, with call counts and a switch to fail. */
 class FakeStore implements RevisionStore {
@@ -128,10 +128,41 @@ describe('test/app/lib/valueCache.test.ts', () => {
     assert.strictEqual(await get(6, 'k'), '2');
     assert.strictEqual(await get(6, 'k'), '2');
     assert.strictEqual(reads, 3);
-    assert.ok(errors.some(e => e === 'cannot read revisions, reading the database: redis away'), errors.join('\n'));
+    assert.strictEqual(errors.filter(e => e === 'cannot read revisions, reading the database: redis away').length, 2, errors.join('\n'));
     errors.length = 0;
     await cache.committed(6, 9); // resolves although the store failed
     assert.deepStrictEqual(errors, [ 'cannot record a write\'s revision: redis away' ]);
+  });
+
+  it('suspended (the shared-state bus dropped): every read goes to the database, nothing is cached or looked up; resume() starts from empty', async () => {
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    assert.strictEqual(cache.size, 1);
+    cache.suspend();
+    assert.strictEqual(cache.size, 0);
+    const lookups = store.lookups.length;
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    assert.deepStrictEqual([ reads, store.lookups.length, cache.size ], [ 3, lookups, 0 ]);
+    cache.resume();
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    assert.deepStrictEqual([ reads, cache.size ], [ 4, 1 ]);
+  });
+
+  it('a raise shared state did not take drops this worker\'s values and is retried until it lands; writers do not wait for the retry', async () => {
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await get(1, 'a'), '"a1"');
+    store.down = true;
+    const attempts = store.raises.length;
+    await write(1, 'a', '"a2"');
+    assert.strictEqual(store.raises.length, attempts + 1, 'the writer was answered after one attempt, before any retry');
+    assert.strictEqual(cache.size, 0);
+    assert.strictEqual(store.known.get(1), 1, 'the store missed revision 2');
+    store.down = false;
+    await new Promise(resolve => setTimeout(resolve, RETRY_MS + 200));
+    assert.strictEqual(store.known.get(1), 2);
+    assert.strictEqual(await get(1, 'a'), '"a2"');
   });
 
   it(`unsure(): after a write with no clear outcome, the device's cached values are not served for ${DISTRUST_MS / 60000} min, whatever is raised meanwhile`, async () => {
