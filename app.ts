@@ -8,6 +8,7 @@ import { ValueCache } from './app/lib/valueCache';
 import { MysqlKvWriter } from './app/lib/kvWriter';
 import { installQueryTimeout } from './app/lib/queryTimeout';
 import { coalescePublishes } from './app/lib/tickWrites';
+import { LogTrimmer } from './app/lib/logTrimmer';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -53,6 +54,16 @@ export default class AppBoot implements IBoot {
       else if (message.type === 'resync') app.valueCache.resume();
     });
 
+    let lastTrimWarning = 0;
+    app.logTrimmer = new LogTrimmer(
+      (deviceId, revision, events) => app.createAnonymousContext().service.changes.trim(deviceId, revision, events),
+      err => {
+        if (Date.now() - lastTrimWarning < 10000) return;
+        lastTrimWarning = Date.now();
+        app.coreLogger.warn('[changes] trimming the device log failed: %s', err.message);
+      },
+    );
+
     if (s.database.dialect === 'mysql') {
       app.kvWriter = new MysqlKvWriter({
         url: s.database.url,
@@ -61,6 +72,7 @@ export default class AppBoot implements IBoot {
         queryTimeoutMs: s.dbQueryTimeoutMs,
         connectTimeoutMs: 3000,
       });
+      app.kvWriter.onCommitted = (deviceId, revision) => app.logTrimmer.touch(deviceId, revision);
     }
 
     if (s.redisUrl) {
@@ -76,9 +88,11 @@ export default class AppBoot implements IBoot {
 
   async willReady() {
     await this.app.sharedState.start();
+    this.app.logTrimmer.start();
   }
 
   async beforeClose() {
+    this.app.logTrimmer.close();
     await this.app.sharedState.close();
     await this.app.kvWriter?.close();
     this.app.valueCache.close();

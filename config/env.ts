@@ -20,8 +20,10 @@ export interface RateLimitSettings {
   kvWrite: number;
   kvDelete: number;
   kvBatch: number;
-  /** Failed password attempts per IP and device per window (0 disables). */
+  /** Failed password attempts per IP and device per window (0 disables); also failed namespace logins per IP and namespace. */
   password: number;
+  /** send-event relays per token per window, cluster-wide (0 disables). */
+  events: number;
   /** Window length in milliseconds (60 s, as in the contract). */
   windowMs: number;
 }
@@ -62,6 +64,12 @@ export interface Settings {
   redisPrefix: string;
   /** Worker count used by `npm start` (see scripts/start.js). */
   workers: number;
+  /** `GET /metrics` requires `Authorization: Bearer <t>` or `?token=<t>` when set. */
+  metricsToken?: string;
+  /** KV changes kept per device in the change log (at least; older ones are trimmed). */
+  changesRetention: number;
+  /** Relayed events kept per device in the history. */
+  eventHistoryMax: number;
   /** Secret keys egg needs for signed cookies (unused by the API, required by egg). */
   appKeys?: string;
 }
@@ -171,6 +179,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
       kvDelete: readInt(env, 'RATE_LIMIT_KV_DELETE', 256),
       kvBatch: readInt(env, 'RATE_LIMIT_KV_BATCH', 128),
       password: readInt(env, 'RATE_LIMIT_PASSWORD', 10),
+      events: readInt(env, 'RATE_LIMIT_EVENTS', 120),
       windowMs: 60000,
     },
     bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),
@@ -185,6 +194,9 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     autoMigrate: readBool(env, 'AUTO_MIGRATE', true),
     redisPrefix: raw(env, 'REDIS_PREFIX') ?? 'ckv:',
     workers: readInt(env, 'WORKERS', redisUrl ? os.cpus().length : 1, 1, 256),
+    metricsToken: raw(env, 'METRICS_TOKEN'),
+    changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
+    eventHistoryMax: 1000,
     appKeys: raw(env, 'APP_KEYS'),
   };
 }

@@ -4,6 +4,7 @@ import type { TokenInfo } from '../app/lib/tokenCache';
 import type { Realtime } from '../app/lib/realtime';
 import type { MysqlKvWriter } from '../app/lib/kvWriter';
 import type { ValueCache } from '../app/lib/valueCache';
+import type { LogTrimmer } from '../app/lib/logTrimmer';
 import type { DeviceAttributes } from '../app/model/device';
 import type TokenController from '../app/io/controller/token';
 
@@ -18,6 +19,8 @@ declare module 'egg' {
     valueCache: ValueCache;
     /** The batched MySQL write path of POST /kv/:key; undefined on SQLite (app.ts). */
     kvWriter?: MysqlKvWriter;
+    /** Keeps device_log within retention, off the write path (app.ts). */
+    logTrimmer: LogTrimmer;
   }
 
   interface Agent {

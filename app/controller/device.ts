@@ -18,7 +18,8 @@ export default class DeviceController extends Controller {
   async create() {
     const uuid = rules.deviceUuid(this.body.uuid);
     const name = rules.deviceName(this.body.deviceName);
-    const device = await this.service.device.create(uuid, name);
+    const namespace = rules.optionalNamespace(this.body.namespace);
+    const device = await this.service.device.create(uuid, name, namespace);
     this.ctx.status = 201;
     this.ctx.body = { success: true, device };
   }

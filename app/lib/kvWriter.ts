@@ -38,10 +38,13 @@ interface Pending extends KvWrite {
   reject(err: unknown): void;
 }
 
-/** One write; its revision is the device's new one (LAST_INSERT_ID()) minus the writes after it. */
+/** One write; its revision is the device's new one (@r) minus the writes after it. */
 const UPSERT = 'INSERT INTO kv_entries (deviceId, `key`, value, creatorIp, revision, createdAt, updatedAt)' +
-  ' VALUES (?, ?, ?, ?, LAST_INSERT_ID() - ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value),' +
+  ' VALUES (?, ?, ?, ?, @r - ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value),' +
   ' creatorIp = VALUES(creatorIp), revision = VALUES(revision), updatedAt = VALUES(updatedAt)';
+/** Its change-log record (app/service/changes.ts), right after it: ROW_COUNT() 1 = created. */
+const LOG = "INSERT INTO device_log (deviceId, revision, type, `key`, action, created, recordedAt)" +
+  " VALUES (?, @r - ?, 'kv-key-changed', ?, 'upsert', ROW_COUNT() = 1, ?)";
 
 /** Errors of opening a connection (the database is not reachable at all). */
 const unreachable = new WeakSet<object>();
@@ -64,10 +67,11 @@ function wrap(err: unknown): Error {
  *   per device, in device-id order (row locks in the same order in every batch, so two
  *   batches cannot deadlock):
  *     UPDATE devices SET revision = LAST_INSERT_ID(revision + n) WHERE id = ?
- *       (the OK packet's insert id is the device's new revision);
+ *       (the OK packet's insert id is the device's new revision); SET @r = LAST_INSERT_ID();
  *     per write of that device, in arrival order:
- *       INSERT … VALUES (…, LAST_INSERT_ID() - <writes after it>, …) ON DUPLICATE KEY UPDATE …
+ *       INSERT … VALUES (…, @r - <writes after it>, …) ON DUPLICATE KEY UPDATE …
  *       (affected rows: 1 = created, 2 = updated);
+ *       INSERT INTO device_log … (its change-log record, created = ROW_COUNT() = 1);
  *   COMMIT
  *
  * Each write keeps its own answer: its own revision (consecutive per device, in
@@ -84,6 +88,8 @@ export class MysqlKvWriter {
   private inFlight = 0;
   private scheduled = false;
   private closed = false;
+  /** Called for each device of a committed batch with its latest revision (the log trimmer's touch). */
+  onCommitted?: (deviceId: number, revision: number) => void;
   /** Committed transactions and the writes they carried, since start. */
   readonly stats = { transactions: 0, writes: 0 };
 
@@ -182,11 +188,12 @@ export class MysqlKvWriter {
       const values: unknown[] = [];
       for (const d of devices) {
         const writes = byDevice.get(d)!;
-        statements.push('UPDATE devices SET revision = LAST_INSERT_ID(revision + ?) WHERE id = ?');
+        statements.push('UPDATE devices SET revision = LAST_INSERT_ID(revision + ?) WHERE id = ?', 'SET @r = LAST_INSERT_ID()');
         values.push(writes.length, d);
         writes.forEach((w, j) => {
-          statements.push(UPSERT);
+          statements.push(UPSERT, LOG);
           values.push(w.deviceId, w.key, w.json, w.creatorIp, writes.length - 1 - j, w.at, w.at);
+          values.push(w.deviceId, writes.length - 1 - j, w.key, w.at);
         });
       }
       statements.push('COMMIT');
@@ -198,11 +205,13 @@ export class MysqlKvWriter {
       let i = 1;
       for (const d of devices) {
         const writes = byDevice.get(d)!;
-        const bump = r[i++];
+        const bump = r[i];
+        i += 2; // the UPDATE and SET @r
         if (bump.affectedRows !== 1) throw new Error(`device ${d} does not exist`);
         const first = Number(bump.insertId) - writes.length + 1;
-        // affectedRows: 1 = inserted, 2 = an existing row updated.
-        for (let j = 0; j < writes.length; j++, i++) results.set(writes[j], { created: r[i].affectedRows === 1, revision: first + j });
+        // affectedRows: 1 = inserted, 2 = an existing row updated; each upsert is followed by its log record.
+        for (let j = 0; j < writes.length; j++, i += 2) results.set(writes[j], { created: r[i].affectedRows === 1, revision: first + j });
+        this.onCommitted?.(d, first + writes.length - 1);
       }
       this.stats.transactions++;
       this.stats.writes += batch.length;

@@ -4,6 +4,11 @@ export interface TokenInfo {
   deviceId: number;
   uuid: string;
   token: string;
+  appId: string;
+  deviceType: string | null;
+  /** Read-only tokens read and join, but every KV write and send-event is refused (§6.2). */
+  isReadOnly: boolean;
+  note: string | null;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Context } from 'egg';
 import { badRequest } from '../lib/errors';
+import { extractKvToken } from '../lib/kvToken';
 
 const UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
 
@@ -41,6 +42,21 @@ function hasProtoKey(value: unknown): boolean {
   return false;
 }
 
+/** A body egg's parser skipped: JSON, an object or an array, without `__proto__` keys. */
+function parse(raw: string): unknown {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw badRequest('请求体不是有效的JSON', (err as Error).message, 'INVALID_JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null) throw badRequest('请提供有效的JSON值');
+  if (hasProtoKey(parsed)) {
+    throw badRequest('请求体包含不允许的属性名 __proto__', null, 'FORBIDDEN_PROPERTY');
+  }
+  return parsed;
+}
+
 /**
  * Body of the KV write routes (POST /kv*, see config.jsonBody; it runs before the
  * rate limiter and kvAuth so both see a token sent inside the body). KV writes take a JSON document whatever the
@@ -64,17 +80,15 @@ export default () => async function jsonBody(ctx: Context, next: () => Promise<v
   if (!ctx.state.hasBody) {
     req.body = undefined;
   } else if (!ctx.is('json')) {
-    let parsed: unknown;
     try {
-      parsed = JSON.parse(raw);
+      req.body = parse(raw);
     } catch (err) {
-      throw badRequest('请求体不是有效的JSON', (err as Error).message, 'INVALID_JSON');
+      // With the token outside the body, kvAuth answers first (a read-only token's write is
+      // a 403 whatever its body); without one, the body itself may hold it: answer now.
+      req.body = undefined;
+      if (!extractKvToken(ctx)) throw err;
+      ctx.state.bodyError = err;
     }
-    if (typeof parsed !== 'object' || parsed === null) throw badRequest('请提供有效的JSON值');
-    if (hasProtoKey(parsed)) {
-      throw badRequest('请求体包含不允许的属性名 __proto__', null, 'FORBIDDEN_PROPERTY');
-    }
-    req.body = parsed;
   }
   await next();
 };

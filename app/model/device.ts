@@ -5,6 +5,8 @@ export interface DeviceAttributes {
   id: number;
   uuid: string;
   name: string | null;
+  /** Unique, 1..191 characters; the uuid unless set (namespace login, §6.1). */
+  namespace: string | null;
   password: string | null;
   passwordHint: string | null;
   revision: number;
@@ -19,6 +21,7 @@ export default (app: Application) => {
     id: { type: INTEGER, primaryKey: true, autoIncrement: true },
     uuid: { type: STRING(191), allowNull: false, unique: true },
     name: { type: STRING(255), allowNull: true },
+    namespace: { type: STRING(191), allowNull: true, unique: true },
     password: { type: STRING(255), allowNull: true },
     passwordHint: { type: STRING(255), allowNull: true },
     revision: { type: BIGINT, allowNull: false, defaultValue: 0 },

@@ -6,6 +6,17 @@ import type { TokenInfo } from '../lib/tokenCache';
 import type { AppInstallAttributes } from '../model/appInstall';
 import type { DeviceAttributes } from '../model/device';
 
+interface TokenRow {
+  installId: string;
+  deviceId: number;
+  token: string;
+  appId: string;
+  deviceType: string | null;
+  isReadOnly: number | boolean;
+  note: string | null;
+  uuid: string;
+}
+
 let lastMs = 0;
 let seq = 0;
 
@@ -85,14 +96,25 @@ export default class AppInstallService extends Service {
     // is never looked up, whichever path (HTTP or socket) it came from.
     if (!/^[\x21-\x7e]{1,255}$/.test(token)) return null;
     const rows = (await this.ctx.model.query(
-      'SELECT a.id AS installId, a.deviceId AS deviceId, a.token AS token, d.uuid AS uuid FROM app_installs a ' +
+      'SELECT a.id AS installId, a.deviceId AS deviceId, a.token AS token, a.appId AS appId, a.deviceType AS deviceType,' +
+      ' a.isReadOnly AS isReadOnly, a.note AS note, d.uuid AS uuid FROM app_installs a ' +
       'JOIN devices d ON d.id = a.deviceId WHERE a.token = ?',
       { replacements: [ token ], type: 'SELECT', raw: true },
-    ) as Array<{ installId: string; deviceId: number; token: string; uuid: string }>)
+    ) as TokenRow[])
       // The token column uses a case-insensitive collation on MySQL: compare exactly here.
       .filter(r => r.token === token);
     if (rows.length === 0) return null;
-    const info: TokenInfo = { installId: rows[0].installId, deviceId: Number(rows[0].deviceId), uuid: rows[0].uuid, token };
+    const r = rows[0];
+    const info: TokenInfo = {
+      installId: r.installId,
+      deviceId: Number(r.deviceId),
+      uuid: r.uuid,
+      token,
+      appId: r.appId,
+      deviceType: r.deviceType ?? null,
+      isReadOnly: !!Number(r.isReadOnly),
+      note: r.note ?? null,
+    };
     this.app.tokenCache.set(info, generation);
     return info;
   }

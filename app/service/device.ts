@@ -3,6 +3,7 @@ import { UniqueConstraintError } from 'sequelize';
 import { conflict, badRequest, forbidden, notFound } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { DeviceAttributes } from '../model/device';
+import { newInstallId } from './appInstall';
 
 /** Devices: registration, names, passwords, and who is online. */
 export default class DeviceService extends Service {
@@ -18,13 +19,31 @@ export default class DeviceService extends Service {
     return device;
   }
 
-  async create(uuid: string, name: string) {
+  /**
+   * Registers a device with its namespace (default: the uuid) and its default auto-auth
+   * config (no password, classroom, not read-only), in one transaction.
+   */
+  async create(uuid: string, name: string, namespace?: string) {
+    const ns = namespace ?? uuid;
     if (await this.findByUuid(uuid)) throw conflict('设备UUID已存在');
+    if (namespace !== undefined && await this.ctx.model.Device.findOne({ attributes: [ 'id' ], where: { namespace: ns } })) {
+      throw conflict('该 namespace 已被使用');
+    }
     try {
-      const d = (await this.ctx.model.Device.create({ uuid, name })).get({ plain: true });
-      return { id: d.id, uuid: d.uuid, name: d.name, createdAt: d.createdAt };
+      const d = await this.ctx.model.transaction(async transaction => {
+        const row = (await this.ctx.model.Device.create({ uuid, name, namespace: ns }, { transaction })).get({ plain: true });
+        await this.ctx.model.AutoAuthConfig.create({
+          id: newInstallId(), deviceId: row.id, password: null, deviceType: 'classroom', isReadOnly: false,
+        }, { transaction });
+        return row;
+      });
+      return { id: d.id, uuid: d.uuid, name: d.name, namespace: d.namespace, createdAt: d.createdAt };
     } catch (err) {
-      if (err instanceof UniqueConstraintError) throw conflict('设备UUID已存在');
+      if (err instanceof UniqueConstraintError) {
+        // Which unique index refused it: the uuid's or the namespace's.
+        if (await this.findByUuid(uuid)) throw conflict('设备UUID已存在');
+        throw conflict('该 namespace 已被使用');
+      }
       throw err;
     }
   }
@@ -39,6 +58,7 @@ export default class DeviceService extends Service {
       createdAt: d.createdAt,
       account: null,
       isBoundToAccount: false,
+      namespace: d.namespace ?? d.uuid,
     };
   }
 

@@ -195,19 +195,24 @@ export default class KvService extends Service {
           { transaction, silent: true },
         );
       }
+      await this.service.changes.recordKvChanges(deviceId, [
+        { uuid: '', key, action: 'upsert', created, updatedAt: now.toISOString(), revision },
+      ], transaction);
     });
     return { created, revision };
   }
 
   async remove(device: TokenInfo, key: string) {
-    let revision = 0;
+    let change: KvChange | undefined;
     await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
-      revision = await this.bumpRevision(device.deviceId, 1, transaction);
+      const revision = await this.bumpRevision(device.deviceId, 1, transaction);
       const n = await this.db.KvEntry.destroy({ where: { deviceId: device.deviceId, key }, transaction });
       if (n === 0) throw notFoundKey(key);
+      change = { uuid: device.uuid, key, action: 'delete', deletedAt: new Date().toISOString(), revision };
+      await this.service.changes.recordKvChanges(device.deviceId, [ change ], transaction);
     }));
-    await this.app.valueCache.committed(device.deviceId, revision);
-    this.app.kvEvents.publish({ uuid: device.uuid, key, action: 'delete', deletedAt: new Date().toISOString(), revision });
+    await this.app.valueCache.committed(device.deviceId, change!.revision);
+    this.app.kvEvents.publish(change!);
   }
 
   /** All or nothing: one transaction, then one change per key in input order. */
@@ -216,6 +221,7 @@ export default class KvService extends Service {
     const keys = entries.map(([ k ]) => k);
     let first = 0;
     let existing = new Set<string>();
+    let changes: KvChange[] = [];
     await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
       first = await this.bumpRevision(device.deviceId, entries.length, transaction);
       const found = await this.db.KvEntry.findAll({
@@ -231,13 +237,15 @@ export default class KvService extends Service {
         createdAt: now,
         updatedAt: now,
       })), { transaction, updateOnDuplicate: [ 'value', 'creatorIp', 'revision', 'updatedAt' ] });
+      const updatedAt = now.toISOString();
+      changes = keys.map((key, i) => ({
+        uuid: device.uuid, key, action: 'upsert', created: !existing.has(key), updatedAt, revision: first + i, batch: true,
+      }));
+      await this.service.changes.recordKvChanges(device.deviceId, changes, transaction);
     }));
     await this.app.valueCache.committed(device.deviceId, first + entries.length - 1);
+    for (const change of changes) this.app.kvEvents.publish(change);
     const results = keys.map(key => ({ key, created: !existing.has(key) }));
-    const updatedAt = now.toISOString();
-    results.forEach((r, i) => this.app.kvEvents.publish({
-      uuid: device.uuid, key: r.key, action: 'upsert', created: r.created, updatedAt, revision: first + i, batch: true,
-    }));
     return { deviceId: device.deviceId, total: entries.length, successful: entries.length, failed: 0, results };
   }
 

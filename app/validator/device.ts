@@ -26,3 +26,16 @@ export function passwordHint(v: unknown): string | null | undefined {
   const hint = optionalText(v, '密码提示', 255);
   return hint === '' ? null : hint;
 }
+
+/**
+ * Optional namespace of a new device (§6.1): trimmed, 1..191 characters; absent, null or
+ * blank means "the uuid".
+ */
+export function optionalNamespace(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw badRequest('namespace 必须是字符串', { field: 'namespace' });
+  const t = v.trim();
+  if (t === '') return undefined;
+  if (!isIdentifier(t)) throw badRequest('namespace 无效：需要 1 到 191 个字符的字符串', { field: 'namespace', max: 191 });
+  return t;
+}

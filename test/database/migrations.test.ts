@@ -56,7 +56,7 @@ describe('test/database/migrations.test.ts', () => {
     const applied = runs.flat();
     assert.ok(applied.length >= 1);
     assert.strictEqual(new Set(applied).size, applied.length);
-    assert.deepStrictEqual(await tables(), [ 'app_installs', 'devices', 'kv_entries' ]);
+    assert.deepStrictEqual(await tables(), [ 'app_installs', 'auto_auth_configs', 'device_log', 'devices', 'kv_entries' ]);
     assert.deepStrictEqual(await migrateUp(sequelize), []);
   });
 

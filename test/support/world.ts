@@ -8,10 +8,10 @@ export async function resetWorld() {
   const db = app.model;
   if (db.getDialect() === 'mysql') {
     await db.query('SET FOREIGN_KEY_CHECKS = 0');
-    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await db.query(`TRUNCATE TABLE ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await db.query(`TRUNCATE TABLE ${t}`);
     await db.query('SET FOREIGN_KEY_CHECKS = 1');
   } else {
-    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await db.query(`DELETE FROM ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await db.query(`DELETE FROM ${t}`);
   }
   app.tokenCache.clear();
   app.valueCache.clear(); // the tables were emptied behind its back (revisions start over)

@@ -11,12 +11,13 @@ async function storedPassword(uuid: string): Promise<string | null> {
 
 describe('test/app/controller/device.test.ts', () => {
   describe('[POST /devices] create()', () => {
-    it('201 with success and the new device {id, uuid, name, createdAt}', async () => {
+    it('201 with success and the new device {id, uuid, name, namespace, createdAt}; namespace defaults to the uuid', async () => {
       const res = await app.httpRequest().post('/devices').send({ uuid: 'dev-1', deviceName: 'Classroom 1' })
         .expect(201).expect('Content-Type', /application\/json/);
       assert.deepStrictEqual(Object.keys(res.body).sort(), [ 'device', 'success' ]);
       assert.strictEqual(res.body.success, true);
-      assert.deepStrictEqual(Object.keys(res.body.device).sort(), [ 'createdAt', 'id', 'name', 'uuid' ]);
+      assert.deepStrictEqual(Object.keys(res.body.device), [ 'id', 'uuid', 'name', 'namespace', 'createdAt' ]);
+      assert.strictEqual(res.body.device.namespace, 'dev-1');
       assert.ok(Number.isInteger(res.body.device.id));
       assert.strictEqual(res.body.device.uuid, 'dev-1');
       assert.strictEqual(res.body.device.name, 'Classroom 1');
@@ -147,7 +148,7 @@ describe('test/app/controller/device.test.ts', () => {
   });
 
   describe('[GET /devices/:uuid] show()', () => {
-    it('200 with the unwrapped device incl. account:null and isBoundToAccount:false', async () => {
+    it('200 with the unwrapped device incl. account:null, isBoundToAccount:false and namespace at the end', async () => {
       const created = await app.httpRequest().post('/devices').send({ uuid: 'show-1', deviceName: 'Room' }).expect(201);
       const res = await app.httpRequest().get('/devices/show-1').expect(200);
       assert.deepStrictEqual(res.body, {
@@ -159,7 +160,9 @@ describe('test/app/controller/device.test.ts', () => {
         createdAt: created.body.device.createdAt,
         account: null,
         isBoundToAccount: false,
+        namespace: 'show-1',
       });
+      assert.strictEqual(Object.keys(res.body).pop(), 'namespace');
     });
 
     it('200 with hasPassword:true and the hint for a device with a password', async () => {

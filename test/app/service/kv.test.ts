@@ -37,6 +37,11 @@ async function withFailingInsert(fn: () => Promise<void>) {
   }
 }
 
+/** The TokenInfo of a factory-made device and token (a writable token of 'test-app'). */
+function tokenInfoOf(d: { device: { id: number; uuid: string }; install: { id: string }; token: string }): TokenInfo {
+  return { installId: d.install.id, deviceId: d.device.id, uuid: d.device.uuid, token: d.token, appId: 'test-app', deviceType: null, isReadOnly: false, note: null };
+}
+
 describe('test/app/service/kv.test.ts', () => {
   let events: KvChange[];
   let unsubscribe: () => void;
@@ -138,7 +143,7 @@ describe('test/app/service/kv.test.ts', () => {
       const devices = [];
       for (let i = 0; i < 16; i++) devices.push(await deviceWithToken());
       const results = await Promise.all(devices.flatMap(d => [ 'k1', 'k2', 'k3' ].map(key =>
-        app.mockContext().service.kv.upsert({ ...d.install, installId: d.install.id, deviceId: d.device.id, uuid: d.device.uuid, token: d.token }, key, { key }, '127.0.0.1'))));
+        app.mockContext().service.kv.upsert({ ...tokenInfoOf(d), appId: d.install.appId, note: d.install.note }, key, { key }, '127.0.0.1'))));
       assert.strictEqual(results.length, 48);
       assert.ok(results.every(r => r.created === true));
     });
@@ -219,7 +224,7 @@ describe('test/app/service/kv.test.ts', () => {
   describe('write batching (concurrent POSTs share a transaction on MySQL)', () => {
     it('30 concurrent writes over 3 devices: each keeps its own answer, revisions consecutive per device in call order, last value stored', async () => {
       const others = [ await deviceWithToken(), await deviceWithToken() ];
-      const infos: TokenInfo[] = [ info, ...others.map(d => ({ installId: d.install.id, deviceId: d.device.id, uuid: d.device.uuid, token: d.token })) ];
+      const infos: TokenInfo[] = [ info, ...others.map(tokenInfoOf) ];
       const calls = Array.from({ length: 30 }, (_, i) => ({ info: infos[i % 3], key: `k${i % 4}`, value: { i } }));
       const kv = app.mockContext().service.kv;
       const before = { ...app.kvWriter?.stats };

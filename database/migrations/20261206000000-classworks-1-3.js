@@ -1,0 +1,120 @@
+'use strict';
+
+/**
+ * ClassworksKV 1.3 (CONTRACT.md §6, §7), upgrading a 1.1-shaped database in place:
+ *
+ * - devices.namespace: unique, byte-exact; existing devices get their uuid (the 1.3 default).
+ * - app_installs.deviceType / isReadOnly: token kinds (existing tokens: null / false).
+ * - auto_auth_configs: namespace-login configs; every existing device gets the default one
+ *   (no password, classroom, not read-only), as every new device does.
+ * - device_log: one store for a device's history: KV changes (`revision` set, consecutive
+ *   per device; the change log of §7) and relayed events (`revision` null, `payload` holds
+ *   the delivered payload). Ordered by `id`.
+ */
+const crypto = require('crypto');
+
+async function binaryCollation(queryInterface) {
+  if (queryInterface.sequelize.getDialect() !== 'mysql') return undefined;
+  const [ rows ] = await queryInterface.sequelize.query('SELECT VERSION() AS v');
+  const version = String(rows[0].v);
+  if (/mariadb/i.test(version)) return 'utf8mb4_nopad_bin';
+  const major = Number(version.split('.')[0]);
+  return major >= 8 ? 'utf8mb4_0900_bin' : 'utf8mb4_bin';
+}
+
+/** A time-ordered UUID (version 7), like the server's install and config ids. */
+function uuidv7(ms, seq) {
+  const time = ms.toString(16).padStart(12, '0');
+  const rand = crypto.randomBytes(8);
+  rand[0] = 0x80 + (rand[0] % 0x40);
+  const r = rand.toString('hex');
+  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${(seq & 0xfff).toString(16).padStart(3, '0')}-${r.slice(0, 4)}-${r.slice(4, 16)}`;
+}
+
+module.exports = {
+  async up(queryInterface, Sequelize) {
+    const sequelize = queryInterface.sequelize;
+    const mysql = sequelize.getDialect() === 'mysql';
+    const collate = await binaryCollation(queryInterface);
+    const tableOptions = mysql ? { charset: 'utf8mb4', collate: 'utf8mb4_unicode_ci', engine: 'InnoDB' } : {};
+    const exact = length => (collate ? `VARCHAR(${length}) CHARACTER SET utf8mb4 COLLATE ${collate}` : Sequelize.STRING(length));
+
+    // devices.namespace: added nullable, filled with the uuid, then indexed unique.
+    await queryInterface.addColumn('devices', 'namespace', { type: exact(191), allowNull: true });
+    await sequelize.query('UPDATE devices SET namespace = uuid WHERE namespace IS NULL');
+    await queryInterface.addIndex('devices', [ 'namespace' ], { name: 'devices_namespace_unique', unique: true });
+
+    await queryInterface.addColumn('app_installs', 'deviceType', { type: Sequelize.STRING(16), allowNull: true });
+    await queryInterface.addColumn('app_installs', 'isReadOnly', { type: Sequelize.BOOLEAN, allowNull: false, defaultValue: false });
+
+    await queryInterface.createTable('auto_auth_configs', {
+      id: { type: Sequelize.STRING(36), primaryKey: true },
+      deviceId: {
+        type: Sequelize.INTEGER,
+        allowNull: false,
+        references: { model: 'devices', key: 'id' },
+        onDelete: 'CASCADE',
+        onUpdate: 'CASCADE',
+      },
+      password: { type: Sequelize.STRING(255), allowNull: true },
+      deviceType: { type: Sequelize.STRING(16), allowNull: true },
+      isReadOnly: { type: Sequelize.BOOLEAN, allowNull: false, defaultValue: false },
+      createdAt: { type: Sequelize.DATE(3), allowNull: false },
+      updatedAt: { type: Sequelize.DATE(3), allowNull: false },
+    }, tableOptions);
+    await queryInterface.addIndex('auto_auth_configs', [ 'deviceId', 'createdAt' ], { name: 'auto_auth_configs_device_created' });
+
+    // The default config of every existing device, in pages (a large database stays flat in memory).
+    const now = new Date();
+    let seq = 0;
+    let after = 0;
+    for (;;) {
+      const [ rows ] = await sequelize.query('SELECT id FROM devices WHERE id > ? ORDER BY id LIMIT 1000', { replacements: [ after ] });
+      if (rows.length === 0) break;
+      await queryInterface.bulkInsert('auto_auth_configs', rows.map(r => ({
+        id: uuidv7(now.getTime(), seq++),
+        deviceId: r.id,
+        password: null,
+        deviceType: 'classroom',
+        isReadOnly: false,
+        createdAt: now,
+        updatedAt: now,
+      })));
+      after = rows[rows.length - 1].id;
+    }
+
+    await queryInterface.createTable('device_log', {
+      id: { type: Sequelize.BIGINT, primaryKey: true, autoIncrement: true },
+      deviceId: {
+        type: Sequelize.INTEGER,
+        allowNull: false,
+        references: { model: 'devices', key: 'id' },
+        onDelete: 'CASCADE',
+        onUpdate: 'CASCADE',
+      },
+      // KV changes: the device revision the change was given; null for relayed events.
+      revision: { type: Sequelize.BIGINT, allowNull: true },
+      // The event name as delivered (`kv-key-changed`, or a relayed event's type).
+      type: { type: exact(100), allowNull: false },
+      // KV changes: key, action (upsert | delete), created, batch.
+      key: { type: exact(191), allowNull: true },
+      action: { type: Sequelize.STRING(8), allowNull: true },
+      created: { type: Sequelize.BOOLEAN, allowNull: true },
+      batch: { type: Sequelize.BOOLEAN, allowNull: true },
+      // Relayed events: the payload as delivered (JSON text).
+      payload: { type: mysql ? Sequelize.TEXT('medium') : Sequelize.TEXT, allowNull: true },
+      recordedAt: { type: Sequelize.DATE(3), allowNull: false },
+    }, tableOptions);
+    await queryInterface.addIndex('device_log', [ 'deviceId', 'revision' ], { name: 'device_log_device_revision', unique: true });
+    await queryInterface.addIndex('device_log', [ 'deviceId', 'id' ], { name: 'device_log_device_id' });
+  },
+
+  async down(queryInterface) {
+    await queryInterface.dropTable('device_log');
+    await queryInterface.dropTable('auto_auth_configs');
+    await queryInterface.removeColumn('app_installs', 'isReadOnly');
+    await queryInterface.removeColumn('app_installs', 'deviceType');
+    await queryInterface.removeIndex('devices', 'devices_namespace_unique');
+    await queryInterface.removeColumn('devices', 'namespace');
+  },
+};
