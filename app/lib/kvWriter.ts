@@ -43,7 +43,7 @@ const UPSERT = 'INSERT INTO kv_entries (deviceId, `key`, value, creatorIp, revis
   ' VALUES (?, ?, ?, ?, @r - ?, ?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value),' +
   ' creatorIp = VALUES(creatorIp), revision = VALUES(revision), updatedAt = VALUES(updatedAt)';
 /** Its change-log record (app/service/changes.ts), right after it: ROW_COUNT() 1 = created. */
-const LOG = "INSERT INTO device_log (deviceId, revision, type, `key`, action, created, recordedAt)" +
+const LOG = 'INSERT INTO device_log (deviceId, revision, type, `key`, action, created, recordedAt)' +
   " VALUES (?, @r - ?, 'kv-key-changed', ?, 'upsert', ROW_COUNT() = 1, ?)";
 
 /** Errors of opening a connection (the database is not reachable at all). */
