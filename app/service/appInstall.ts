@@ -17,6 +17,12 @@ interface TokenRow {
   uuid: string;
 }
 
+/** What kind of token an install is (§6.2). */
+export interface TokenKind {
+  deviceType?: string | null;
+  isReadOnly?: boolean;
+}
+
 let lastMs = 0;
 let seq = 0;
 
@@ -45,15 +51,27 @@ export function newInstallId(now = Date.now()): string {
 
 /** App installs: the KV tokens of a device. */
 export default class AppInstallService extends Service {
-  async install(device: DeviceAttributes, appId: string, note: string | null) {
+  /** A new install (KV token) of `appId` on the device; `kind` sets its deviceType and read-only flag (§6.2). */
+  async install(device: DeviceAttributes, appId: string, note: string | null, kind: TokenKind = {}) {
     const row = (await this.ctx.model.AppInstall.create({
       id: newInstallId(),
       deviceId: device.id,
       appId,
       token: newToken(),
       note,
+      deviceType: kind.deviceType ?? null,
+      isReadOnly: kind.isReadOnly ?? false,
     })).get({ plain: true });
-    return { id: row.id, appId: row.appId, token: row.token, note: row.note, name: row.note, installedAt: row.installedAt };
+    return {
+      id: row.id,
+      appId: row.appId,
+      token: row.token,
+      note: row.note,
+      name: row.note,
+      deviceType: row.deviceType ?? null,
+      isReadOnly: !!row.isReadOnly,
+      installedAt: row.installedAt,
+    };
   }
 
   /**

@@ -8,11 +8,13 @@ const TOKEN = /^[0-9a-f]{64}$/;
 
 describe('test/app/controller/apps.test.ts', () => {
   describe('[POST /apps/devices/:uuid/install/:appId] install()', () => {
-    it('201 with {id, appId, token, note, name, installedAt}; name equals note', async () => {
+    it('201 with {id, appId, token, note, name, deviceType, isReadOnly, installedAt}; name equals note', async () => {
       const d = await createDevice();
       const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/my-app`).send({ note: 'Timetable' })
         .expect(201).expect('Content-Type', /application\/json/);
-      assert.deepStrictEqual(Object.keys(res.body).sort(), [ 'appId', 'id', 'installedAt', 'name', 'note', 'token' ]);
+      assert.deepStrictEqual(Object.keys(res.body), [ 'id', 'appId', 'token', 'note', 'name', 'deviceType', 'isReadOnly', 'installedAt' ]);
+      assert.strictEqual(res.body.deviceType, null);
+      assert.strictEqual(res.body.isReadOnly, false);
       assert.strictEqual(typeof res.body.id, 'string');
       assert.ok(res.body.id.length > 0);
       assert.strictEqual(res.body.appId, 'my-app');
