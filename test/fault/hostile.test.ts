@@ -87,6 +87,13 @@ class HostileHttp {
       () => `/apps/devices/${uuid}/apps`,
       () => `/apps/tokens${q()}`,
       () => `/auth/device/${r.pick([ 'code', 'bind', 'token', 'status' ])}${q()}`,
+      // ClassworksKV 1.3 routes (CONTRACT.md §6).
+      () => `/kv/_token${q()}`,
+      () => `/apps/auth/token${q()}`,
+      () => `/auto-auth/devices/${uuid}/auth-configs${r.chance(0.5) ? `/${this.key()}` : ''}${q()}`,
+      () => `/auto-auth/devices/${uuid}/namespace${q()}`,
+      () => `/apps/tokens/${r.chance(0.5) ? this.token : this.key()}/${r.pick([ 'set-student-name', 'set-teacher-name', 'note' ])}${q()}`,
+      () => r.pick([ '/metrics', '/ready' ]) + q(),
       () => r.pick([ '/', '/check', '/favicon.ico', '/socket.io/', '/socket.io/?EIO=4&transport=polling&sid=nope', '/socket.io/?EIO=9' ]),
       () => r.pick([ '/nope', '/kv/a/b/c', '/../etc/passwd', '//kv', '/kv//x', '/%2e%2e/', '/devices/online/extra', '/apps', '/auth' ]),
       () => `/${r.string(1 + r.int(4000))}`,
@@ -170,6 +177,17 @@ class HostileHttp {
       post('/devices', '{"uuid":"\\ud800","deviceName":"\\u0000"}'),
       post('/auth/device/bind', '{"device_code":{"$gt":""},"token":["a"]}'),
       post(`/devices/${encodeURIComponent(this.uuid)}/password`, '{"newPassword":{"a":1}}'),
+      // ClassworksKV 1.3 routes with bodies of the wrong shape.
+      post('/devices', `{"uuid":"ns-${this.r.int(1e9)}","deviceName":"x","namespace":${this.r.pick([ '{"a":1}', '["x"]', `"${'n'.repeat(5000)}"`, '"\u0000"', '1e400' ])}}`),
+      post('/apps/auth/token', `{"namespace":${JSON.stringify(this.uuid)},"appId":{"$ne":1},"password":["x"]}`),
+      post('/apps/auth/token', `{"namespace":"${'n'.repeat(300)}","appId":"a"}`),
+      post('/apps/auth/token', `{"namespace":${JSON.stringify(this.uuid)},"appId":"a","password":"${'p'.repeat(100000)}"}`),
+      post(`/auto-auth/devices/${encodeURIComponent(this.uuid)}/auth-configs`, '{"password":{"a":1},"deviceType":["teacher"],"isReadOnly":"yes"}'),
+      post(`/auto-auth/devices/${encodeURIComponent(this.uuid)}/auth-configs`, `{"password":"${'p'.repeat(100000)}","deviceType":"__proto__"}`),
+      post(`/apps/tokens/${this.token}/set-student-name`, '{"name":{"toString":1}}'),
+      post(`/apps/tokens/${this.token}/set-teacher-name`, `{"name":"${'n'.repeat(100000)}"}`),
+      post('/kv/classworks-list-main', `[${'{"name":{"a":1}},1,null,'.repeat(500)}"x"]`),
+      post(`/apps/tokens/${this.token}/set-student-name`, '{"name":"x"}'),
     ];
   }
 
