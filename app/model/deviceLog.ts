@@ -2,10 +2,11 @@ import type { Application } from 'egg';
 import type { Model } from 'sequelize';
 
 export interface DeviceLogAttributes {
-  id: number;
   deviceId: number;
-  /** KV changes: the device revision of the change; null for relayed events. */
-  revision: number | null;
+  /** KV changes: the device revision of the change; relayed events: the device's revision when sent. */
+  revision: number;
+  /** 0 for KV changes; relayed events: > 0, time-ordered (after the change of the same revision). */
+  seq: number;
   /** The event name as delivered: `kv-key-changed` or a relayed event's type. */
   type: string;
   key: string | null;
@@ -19,14 +20,14 @@ export interface DeviceLogAttributes {
 
 /**
  * Maps the `device_log` table: one store for a device's history, KV changes (the change
- * log, §7) and relayed events (§6.4), ordered by `id`. See app/service/changes.ts.
+ * log, §7) and relayed events (§6.4), ordered by (revision, seq). See app/service/changes.ts.
  */
 export default (app: Application) => {
   const { STRING, INTEGER, BIGINT, DATE, BOOLEAN, TEXT } = app.Sequelize;
   return app.model.define<Model<DeviceLogAttributes, Partial<DeviceLogAttributes>>, DeviceLogAttributes>('DeviceLog', {
-    id: { type: BIGINT, primaryKey: true, autoIncrement: true },
-    deviceId: { type: INTEGER, allowNull: false },
-    revision: { type: BIGINT, allowNull: true },
+    deviceId: { type: INTEGER, allowNull: false, primaryKey: true },
+    revision: { type: BIGINT, allowNull: false, primaryKey: true },
+    seq: { type: BIGINT, allowNull: false, primaryKey: true, defaultValue: 0 },
     type: { type: STRING(100), allowNull: false },
     key: { type: STRING(191), allowNull: true },
     action: { type: STRING(8), allowNull: true },

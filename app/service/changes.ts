@@ -1,5 +1,5 @@
 import { Service } from 'egg';
-import { QueryTypes, Transaction } from 'sequelize';
+import { QueryTypes, Transaction, UniqueConstraintError } from 'sequelize';
 import type { KvChange } from '../lib/kvEvents';
 import type { DeviceLogAttributes } from '../model/deviceLog';
 
@@ -9,16 +9,41 @@ export const KV_CHANGED = 'kv-key-changed';
 /** A history record: the payload as delivered, plus its name and when it was recorded. */
 export type HistoryRecord = Record<string, unknown> & { type: string; recordedAt: string };
 
-type LogRow = Pick<DeviceLogAttributes, 'revision' | 'type' | 'key' | 'action' | 'created' | 'batch' | 'payload'> & {
-  id: number | string;
+type LogRow = Pick<DeviceLogAttributes, 'type' | 'key' | 'action' | 'created' | 'batch' | 'payload'> & {
+  revision: number | string;
+  seq: number | string;
   recordedAt: Date | string;
 };
+
+let lastMs = 0;
+let counter = 0;
+
+/**
+ * The `seq` of a relayed event: milliseconds × 1000 + a per-process counter, so events are
+ * ordered by time (across workers, by their clocks) and strictly within one process. Two
+ * workers can collide only in the same millisecond with the same counter; the insert is
+ * then retried with the next value.
+ */
+export function eventSeq(now = Date.now()): number {
+  if (now > lastMs) {
+    lastMs = now;
+    counter = 0;
+  } else {
+    counter += 1;
+    if (counter >= 1000) {
+      lastMs += 1;
+      counter = 0;
+    }
+  }
+  return lastMs * 1000 + counter + 1;
+}
 
 /** The row that records a KV change (written in the change's own transaction). */
 export function kvChangeRow(deviceId: number, change: KvChange) {
   return {
     deviceId,
     revision: change.revision,
+    seq: 0,
     type: KV_CHANGED,
     key: change.key,
     action: change.action,
@@ -41,9 +66,10 @@ function kvPayload(uuid: string, row: LogRow): KvChange {
 }
 
 /**
- * The history of a device, one store (`device_log`) for both kinds of records:
- * KV changes (consecutive revisions per device; written in the change's own transaction
- * by KvService and app/lib/kvWriter.ts) and relayed events (send-event, revision null).
+ * The history of a device, one store (`device_log`) for both kinds of records, ordered by
+ * its primary key (deviceId, revision, seq): KV changes (seq 0, consecutive revisions per
+ * device; written in the change's own transaction by KvService and app/lib/kvWriter.ts) and
+ * relayed events (send-event; the revision they followed, seq > 0).
  * Trimmed in the background (app/lib/logTrimmer.ts) to the last CHANGES_RETENTION changes
  * and the last 1000 relayed events per device.
  */
@@ -59,14 +85,28 @@ export default class ChangesService extends Service {
     this.app.logTrimmer.touch(deviceId, changes[changes.length - 1].revision);
   }
 
-  /** Records one relayed event for each device it was delivered to. */
+  /**
+   * Records one relayed event for each device it was delivered to, after the device's latest
+   * change (its current revision).
+   */
   async recordEvent(deviceIds: number[], type: string, payload: object, at: Date) {
     if (deviceIds.length === 0) return;
     const json = JSON.stringify(payload);
-    await this.db.DeviceLog.bulkCreate(deviceIds.map(deviceId => ({
-      deviceId, revision: null, type, key: null, action: null, created: null, batch: null, payload: json, recordedAt: at,
-    })));
-    for (const id of deviceIds) this.app.logTrimmer.touch(id, null);
+    const devices = await this.db.query(`SELECT id, revision FROM devices WHERE id IN (${deviceIds.map(() => '?').join(', ')})`, {
+      replacements: deviceIds, type: QueryTypes.SELECT, raw: true,
+    }) as Array<{ id: number; revision: number | string }>;
+    for (let attempt = 1; ; attempt++) {
+      const seq = eventSeq();
+      try {
+        await this.db.DeviceLog.bulkCreate(devices.map(d => ({
+          deviceId: Number(d.id), revision: Number(d.revision), seq, type, key: null, action: null, created: null, batch: null, payload: json, recordedAt: at,
+        })));
+        break;
+      } catch (err) {
+        if (!(err instanceof UniqueConstraintError) || attempt >= 3) throw err;
+      }
+    }
+    for (const d of devices) this.app.logTrimmer.touch(Number(d.id), null);
   }
 
   /**
@@ -75,13 +115,13 @@ export default class ChangesService extends Service {
    */
   async history(device: { id: number; uuid: string }, limit: number, offset: number): Promise<HistoryRecord[]> {
     const rows = await this.db.query(
-      'SELECT id, revision, type, `key`, action, created, batch, payload, recordedAt FROM device_log' +
-      ' WHERE deviceId = ? ORDER BY id DESC LIMIT ? OFFSET ?',
+      'SELECT revision, seq, type, `key`, action, created, batch, payload, recordedAt FROM device_log' +
+      ' WHERE deviceId = ? ORDER BY revision DESC, seq DESC LIMIT ? OFFSET ?',
       { replacements: [ device.id, limit, offset ], type: QueryTypes.SELECT, raw: true },
     ) as LogRow[];
     return rows.reverse().map(row => {
       const recordedAt = new Date(row.recordedAt).toISOString();
-      const payload = row.revision !== null ? kvPayload(device.uuid, row) : JSON.parse(row.payload ?? 'null');
+      const payload = Number(row.seq) === 0 ? kvPayload(device.uuid, row) : JSON.parse(row.payload ?? 'null');
       return { ...payload, type: row.type, recordedAt };
     });
   }
@@ -89,23 +129,24 @@ export default class ChangesService extends Service {
   /**
    * Drops what is past retention for one device: KV changes up to `latestRevision -
    * CHANGES_RETENTION` (null: unknown, not trimmed), relayed events beyond the newest
-   * 1000 when `events` is set. Never blocks a write: single index-range deletes.
+   * 1000 when `events` is set. Primary-key range deletes, off the write path.
    */
   async trim(deviceId: number, latestRevision: number | null, events: boolean) {
     const { changesRetention, eventHistoryMax } = this.app.settings;
     if (latestRevision !== null && latestRevision > changesRetention) {
-      await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND revision IS NOT NULL AND revision <= ?', {
+      await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND revision <= ? AND seq = 0', {
         replacements: [ deviceId, latestRevision - changesRetention ], type: QueryTypes.DELETE,
       });
     }
     if (events) {
       const rows = await this.db.query(
-        'SELECT id FROM device_log WHERE deviceId = ? AND revision IS NULL ORDER BY id DESC LIMIT 1 OFFSET ?',
+        'SELECT revision, seq FROM device_log WHERE deviceId = ? AND seq > 0 ORDER BY revision DESC, seq DESC LIMIT 1 OFFSET ?',
         { replacements: [ deviceId, eventHistoryMax ], type: QueryTypes.SELECT, raw: true },
-      ) as Array<{ id: number | string }>;
+      ) as Array<{ revision: number | string; seq: number | string }>;
       if (rows.length) {
-        await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND revision IS NULL AND id <= ?', {
-          replacements: [ deviceId, rows[0].id ], type: QueryTypes.DELETE,
+        const { revision, seq } = rows[0];
+        await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND seq > 0 AND (revision < ? OR (revision = ? AND seq <= ?))', {
+          replacements: [ deviceId, revision, revision, seq ], type: QueryTypes.DELETE,
         });
       }
     }

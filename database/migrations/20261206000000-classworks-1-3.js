@@ -7,9 +7,9 @@
  * - app_installs.deviceType / isReadOnly: token kinds (existing tokens: null / false).
  * - auto_auth_configs: namespace-login configs; every existing device gets the default one
  *   (no password, classroom, not read-only), as every new device does.
- * - device_log: one store for a device's history: KV changes (`revision` set, consecutive
- *   per device; the change log of §7) and relayed events (`revision` null, `payload` holds
- *   the delivered payload). Ordered by `id`.
+ * - device_log: one store for a device's history: KV changes (`seq` 0, `revision` consecutive
+ *   per device; the change log of §7) and relayed events (`seq` > 0 after the revision they
+ *   followed, `payload` holds the delivered payload). Ordered by its primary key.
  */
 const crypto = require('crypto');
 
@@ -83,17 +83,21 @@ module.exports = {
       after = rows[rows.length - 1].id;
     }
 
+    // One clustered index, (deviceId, revision, seq): a KV change is (its revision, 0); a relayed
+    // event is (the device's revision when it was sent, a time-ordered seq > 0), so the
+    // primary key orders a device's whole history and nothing else has to be maintained on
+    // the write path (measured: docs/PERFORMANCE.md).
     await queryInterface.createTable('device_log', {
-      id: { type: Sequelize.BIGINT, primaryKey: true, autoIncrement: true },
       deviceId: {
         type: Sequelize.INTEGER,
         allowNull: false,
+        primaryKey: true,
         references: { model: 'devices', key: 'id' },
         onDelete: 'CASCADE',
         onUpdate: 'CASCADE',
       },
-      // KV changes: the device revision the change was given; null for relayed events.
-      revision: { type: Sequelize.BIGINT, allowNull: true },
+      revision: { type: Sequelize.BIGINT, allowNull: false, primaryKey: true },
+      seq: { type: Sequelize.BIGINT, allowNull: false, primaryKey: true, defaultValue: 0 },
       // The event name as delivered (`kv-key-changed`, or a relayed event's type).
       type: { type: exact(100), allowNull: false },
       // KV changes: key, action (upsert | delete), created, batch.
@@ -105,8 +109,6 @@ module.exports = {
       payload: { type: mysql ? Sequelize.TEXT('medium') : Sequelize.TEXT, allowNull: true },
       recordedAt: { type: Sequelize.DATE(3), allowNull: false },
     }, tableOptions);
-    await queryInterface.addIndex('device_log', [ 'deviceId', 'revision' ], { name: 'device_log_device_revision', unique: true });
-    await queryInterface.addIndex('device_log', [ 'deviceId', 'id' ], { name: 'device_log_device_id' });
   },
 
   async down(queryInterface) {

@@ -2,10 +2,11 @@ import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import type { KvChange } from '../../../app/lib/kvEvents';
 import { LogTrimmer } from '../../../app/lib/logTrimmer';
+import { eventSeq } from '../../../app/service/changes';
 import { deviceWithToken } from '../../support/factories';
 
 interface Row {
-  revision: number | null;
+  revision: number;
   type: string;
   key: string | null;
   action: string | null;
@@ -15,12 +16,12 @@ interface Row {
 
 /** The device's log rows, in store order, with booleans and numbers normalised across dialects. */
 async function logRows(deviceId: number): Promise<Row[]> {
-  const rows = await app.model.query('SELECT revision, type, `key`, action, created, batch FROM device_log WHERE deviceId = ? ORDER BY id', {
+  const rows = await app.model.query('SELECT revision, type, `key`, action, created, batch FROM device_log WHERE deviceId = ? ORDER BY revision, seq', {
     replacements: [ deviceId ], type: 'SELECT', raw: true,
   }) as Array<Record<string, unknown>>;
   const bool = (v: unknown) => (v === null ? null : !!Number(v));
   return rows.map(r => ({
-    revision: r.revision === null ? null : Number(r.revision),
+    revision: Number(r.revision),
     type: String(r.type),
     key: r.key as string | null,
     action: r.action as string | null,
@@ -76,7 +77,7 @@ describe('test/app/service/changes.test.ts', () => {
       // Exactly the first write of each key created it, and the log agrees with the events sent.
       const byRevision = new Map(events.map(e => [ e.revision, e ]));
       for (const r of rows) {
-        const e = byRevision.get(r.revision!) as Extract<KvChange, { action: 'upsert' }>;
+        const e = byRevision.get(r.revision) as Extract<KvChange, { action: 'upsert' }>;
         assert.strictEqual(r.key, e.key);
         assert.strictEqual(r.created, e.created);
       }
@@ -112,6 +113,19 @@ describe('test/app/service/changes.test.ts', () => {
       assert.deepStrictEqual(await ctx.service.changes.history(device, 10, 5), []);
     });
 
+    it('a relayed event keeps its place between the changes before and after it, also several in one millisecond', async () => {
+      await app.httpRequest().post('/kv/a').set('x-app-token', token).send({})
+        .expect(200);
+      const ctx = app.mockContext();
+      const at = new Date();
+      for (const name of [ 'e1', 'e2', 'e3' ]) await ctx.service.changes.recordEvent([ device.id ], name, { name }, at);
+      await app.httpRequest().post('/kv/b').set('x-app-token', token).send({})
+        .expect(200);
+      await ctx.service.changes.recordEvent([ device.id ], 'e4', {}, at);
+      const all = await ctx.service.changes.history(device, 50, 0);
+      assert.deepStrictEqual(all.map(r => (r.type === 'kv-key-changed' ? r.key : r.type)), [ 'a', 'e1', 'e2', 'e3', 'b', 'e4' ]);
+    });
+
     it('keeps devices apart', async () => {
       const other = await deviceWithToken();
       await app.httpRequest().post('/kv/mine').set('x-app-token', token).send({})
@@ -138,13 +152,22 @@ describe('test/app/service/changes.test.ts', () => {
         for (let i = 0; i < 4; i++) await app.mockContext().service.changes.recordEvent([ device.id ], `e${i}`, { i }, new Date());
         await app.mockContext().service.changes.trim(device.id, 5, true);
         const rows = await logRows(device.id);
-        assert.deepStrictEqual(rows.map(r => r.revision ?? r.type), [ 3, 4, 5, 'e2', 'e3' ]);
+        assert.deepStrictEqual(rows.map(r => (r.type === 'kv-key-changed' ? r.revision : r.type)), [ 3, 4, 5, 'e2', 'e3' ]);
         // Unknown latest revision: changes are left alone.
         await app.mockContext().service.changes.trim(device.id, null, false);
         assert.strictEqual((await logRows(device.id)).length, 5);
       } finally {
         [ s.changesRetention, s.eventHistoryMax ] = saved;
       }
+    });
+  });
+
+  describe('eventSeq()', () => {
+    it('is strictly increasing within a process, also within one millisecond and past 1000 a millisecond', () => {
+      const now = Date.now() + 10000;
+      const seqs = Array.from({ length: 2500 }, () => eventSeq(now));
+      for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i] > seqs[i - 1], `seq ${i}`);
+      assert.ok(Number.isSafeInteger(seqs[seqs.length - 1]));
     });
   });
 
