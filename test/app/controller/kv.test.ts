@@ -209,7 +209,7 @@ describe('test/app/controller/kv.test.ts', () => {
   });
 
   describe('[GET /kv/_info] info()', () => {
-    it('200 with the token device', async () => {
+    it('200 with the token device and hasAccount:false (no device is bound to an account yet, so uuid is shown)', async () => {
       const device = await createDevice({ name: '教室一' });
       const { token } = await installApp(device);
       const res = await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
@@ -218,7 +218,10 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.ok(ISO_MS.test(d.updatedAt), d.updatedAt);
       assert.deepStrictEqual(res.body, {
         device: { id: device.id, uuid: device.uuid, name: '教室一', createdAt: d.createdAt, updatedAt: d.updatedAt },
+        hasAccount: false,
       });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'device', 'hasAccount' ]);
+      assert.deepStrictEqual(Object.keys(d), [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ]);
     });
   });
 
@@ -516,18 +519,19 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.deepStrictEqual(await keysOf(token), []);
     });
 
-    it('400 for the reserved names _info and _keys (they could never be read back)', async () => {
+    it('400 for the reserved names _info, _keys and _token (they could never be read back)', async () => {
       const { token } = await deviceWithToken();
-      for (const k of [ '_info', '_keys' ]) {
+      for (const k of [ '_info', '_keys', '_token' ]) {
         const res = await put(token, k, { v: 1 }).expect(400);
         assert.deepStrictEqual(res.body, {
           success: false,
           message: `键名 '${k}' 是保留名称，不能写入`,
-          details: { key: k, reserved: [ '_info', '_keys', '_batchimport' ] },
+          details: { key: k, reserved: [ '_info', '_keys', '_batchimport', '_token' ] },
         });
       }
       // GET of the reserved names still reaches their own routes.
       await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
+      assert.strictEqual((await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200)).body.token, token);
       assert.deepStrictEqual(await keysOf(token), []);
     });
   });
@@ -545,26 +549,31 @@ describe('test/app/controller/kv.test.ts', () => {
   });
 
   describe('[POST /kv/_batchimport] batchImport()', () => {
-    it('200 with {deviceId,total,successful,failed:0,results} in input order', async () => {
+    it('200 with both generations\' shapes: {deviceId,total,successful,failed:0,results,code:200,message,data{deviceId,summary,results}}, in input order', async () => {
       const { device, token } = await deviceWithToken();
       await put(token, 'exists', { old: true }).expect(200);
       const res = await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token)
         .send({ zeta: { z: 1 }, exists: [ 'new' ], alpha: [], '键🙂': {}, n: 5, s: 'str', nil: null }).expect(200);
+      const order = [[ 'zeta', true ], [ 'exists', false ], [ 'alpha', true ], [ '键🙂', true ], [ 'n', true ], [ 's', true ], [ 'nil', true ]] as const;
       assert.deepStrictEqual(res.body, {
         deviceId: device.id,
         total: 7,
         successful: 7,
         failed: 0,
-        results: [
-          { key: 'zeta', created: true },
-          { key: 'exists', created: false },
-          { key: 'alpha', created: true },
-          { key: '键🙂', created: true },
-          { key: 'n', created: true },
-          { key: 's', created: true },
-          { key: 'nil', created: true },
-        ],
+        results: order.map(([ key, created ]) => ({ key, created })),
+        code: 200,
+        message: '批量导入成功',
+        data: {
+          deviceId: device.id,
+          summary: { total: 7, successful: 7, failed: 0 },
+          results: order.map(([ key, isNew ]) => ({ key, isNew })),
+        },
       });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'deviceId', 'total', 'successful', 'failed', 'results', 'code', 'message', 'data' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data), [ 'deviceId', 'summary', 'results' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data.summary), [ 'total', 'successful', 'failed' ]);
+      assert.deepStrictEqual(Object.keys(res.body.results[0]), [ 'key', 'created' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data.results[0]), [ 'key', 'isNew' ]);
       const get = async (k: string) => (await app.httpRequest().get(`/kv/${enc(k)}`).set('x-app-token', token).expect(200)).text;
       assert.strictEqual(await get('zeta'), '{"z":1}');
       assert.strictEqual(await get('exists'), '["new"]');
@@ -636,4 +645,71 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.strictEqual(keys.body.total_rows, 1000);
     });
   });
+
+  describe('[GET /kv/_token] token()', () => {
+    it('200 {success, token, appId, deviceType, isReadOnly, note, installedAt, updatedAt, device:{id, uuid, name, namespace}}', async () => {
+      const device = await createDevice({ name: '三年二班' });
+      const inst = await installApp(device, { appId: 'classworks', note: '讲台', deviceType: 'teacher' });
+      const res = await app.httpRequest().get('/kv/_token').set('x-app-token', inst.token).expect(200).expect('Content-Type', /application\/json/);
+      assert.match(res.body.updatedAt, ISO_MS);
+      assert.deepStrictEqual(res.body, {
+        success: true,
+        token: inst.token,
+        appId: 'classworks',
+        deviceType: 'teacher',
+        isReadOnly: false,
+        note: '讲台',
+        installedAt: inst.installedAt,
+        updatedAt: res.body.updatedAt,
+        device: { id: device.id, uuid: device.uuid, name: '三年二班', namespace: device.uuid },
+      });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'success', 'token', 'appId', 'deviceType', 'isReadOnly', 'note', 'installedAt', 'updatedAt', 'device' ]);
+      assert.deepStrictEqual(Object.keys(res.body.device), [ 'id', 'uuid', 'name', 'namespace' ]);
+    });
+
+    it('200 for every kind of token (read-only ones too), from every token source', async () => {
+      const device = await createDevice();
+      const kinds: Array<[string | null, boolean]> = [[ 'teacher', false ], [ 'student', true ], [ 'classroom', false ], [ 'parent', true ], [ null, false ]];
+      for (const [ deviceType, isReadOnly ] of kinds) {
+        const { token } = await installApp(device, { deviceType, isReadOnly });
+        for (const r of [
+          () => app.httpRequest().get('/kv/_token').set('x-app-token', token),
+          () => app.httpRequest().get('/kv/_token').set('authorization', `Bearer ${token}`),
+          () => app.httpRequest().get(`/kv/_token?token=${token}`),
+          () => app.httpRequest().get(`/kv/_token?apptoken=${token}`),
+        ]) {
+          const res = await r().expect(200);
+          assert.deepStrictEqual([ res.body.token, res.body.deviceType, res.body.isReadOnly, res.body.note ], [ token, deviceType, isReadOnly, null ]);
+        }
+      }
+    });
+
+    it('200 read from the database, not the token cache: the note, the device name and namespace are current', async () => {
+      const device = await createDevice({ name: 'old' });
+      const { token } = await installApp(device, { deviceType: 'student' });
+      await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.strictEqual(app.tokenCache.get(token)?.note, null);
+      // Behind the cache's back (no bus message): the cached copy keeps the old note.
+      await app.model.AppInstall.update({ note: '张三' }, { where: { token } });
+      await app.model.Device.update({ name: 'new', namespace: 'room-7' }, { where: { id: device.id } });
+      const res = await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.strictEqual(app.tokenCache.get(token)?.note, null);
+      assert.strictEqual(res.body.note, '张三');
+      assert.deepStrictEqual(res.body.device, { id: device.id, uuid: device.uuid, name: 'new', namespace: 'room-7' });
+      // And after a note change through the API, updatedAt moves with it.
+      const put = await app.httpRequest().put(`/apps/tokens/${token}/note`).send({ note: '李四' }).expect(200);
+      const after = await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.deepStrictEqual([ after.body.note, after.body.updatedAt ], [ '李四', put.body.updatedAt ]);
+    });
+
+    it('401 without a token or with an unknown one; POST and DELETE do not describe the token', async () => {
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/_token').expect(401)).body, { success: false, message: '需要提供有效的token', details: null });
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/_token').set('x-app-token', 'f'.repeat(64)).expect(401)).body,
+        { success: false, message: '无效的token', details: null });
+      const { token } = await deviceWithToken();
+      assert.strictEqual((await put(token, '_token', { v: 1 }).expect(400)).body.message, "键名 '_token' 是保留名称，不能写入");
+      assert.deepStrictEqual((await app.httpRequest().delete('/kv/_token').set('x-app-token', token).expect(404)).body, notFoundBody('_token'));
+    });
+  });
+
 });
