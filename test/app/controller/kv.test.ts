@@ -1,6 +1,7 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp } from '../../support/factories';
+import { closeAllClients, COMBINATIONS, connectJoined, startServer, stopServer } from '../../support/socket';
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const BATCH_MESSAGE = '请提供有效的JSON数据，格式为 {"key":{}, "key2":{}}';
@@ -712,4 +713,114 @@ describe('test/app/controller/kv.test.ts', () => {
     });
   });
 
+  describe('read-only tokens (kvAuth)', () => {
+    const READ_ONLY = { success: false, message: '当前token为只读模式,无法修改数据', details: null };
+    before(() => startServer());
+    afterEach(() => closeAllClients());
+    after(() => stopServer());
+
+    /** A device with a read-write token (it wrote key `k`) and a read-only token. */
+    async function readOnlySetup() {
+      const device = await createDevice();
+      const rw = await installApp(device, { appId: 'screen', deviceType: 'classroom' });
+      const ro = await installApp(device, { appId: 'phone', deviceType: 'student', isReadOnly: true });
+      await put(rw.token, 'k', { v: 1 }).expect(200);
+      return { device, rw, ro };
+    }
+
+    /** Every row and the revision of the device, read from the database. */
+    async function stored(deviceId: number) {
+      const rows = await app.model.KvEntry.findAll({ attributes: [ 'key', 'value' ], where: { deviceId }, order: [[ 'key', 'ASC' ]], raw: true });
+      const d = await app.model.Device.findByPk(deviceId, { attributes: [ 'revision' ], raw: true }) as unknown as { revision: number | string };
+      const log = await app.model.query('SELECT COUNT(*) AS n FROM device_log WHERE deviceId = ?', { replacements: [ deviceId ], type: 'SELECT', raw: true }) as Array<{ n: number | string }>;
+      return { rows, revision: Number(d.revision), log: Number(log[0].n) };
+    }
+
+    it('403 当前token为只读模式,无法修改数据 for every write, before any body or key validation; nothing written, nothing sent', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      const before = await stored(device.id);
+      assert.deepStrictEqual(before.rows, [{ key: 'k', value: '{"v":1}' }]);
+      // A socket joined with the read-only token itself: joining works, and it must see no change.
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      const t = ro.token;
+      const h = { 'x-app-token': t };
+      const tooMany: Record<string, number> = {};
+      for (let i = 0; i <= app.settings.batchLimit; i++) tooMany[`k${i}`] = i;
+      const writes: Array<[string, () => ReturnType<ReturnType<typeof app.httpRequest>['get']>]> = [
+        [ 'POST /kv/k header', () => app.httpRequest().post('/kv/k').set(h).send({ v: 2 }) ],
+        [ 'POST /kv/new no body', () => app.httpRequest().post('/kv/new').set(h) ],
+        [ 'POST /kv/new empty JSON body', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'application/json').send('') ],
+        [ 'POST /kv/new {}', () => app.httpRequest().post('/kv/new').set(h).send({}) ],
+        [ 'POST /kv/new []', () => app.httpRequest().post('/kv/new').set(h).send([]) ],
+        [ 'POST /kv/new scalar', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'text/plain').send('5') ],
+        [ 'POST /kv/new malformed text/plain, header token', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'text/plain').send('{"broken"') ],
+        [ 'POST /kv/new malformed text/plain, query token', () => app.httpRequest().post(`/kv/new?token=${t}`).set('content-type', 'text/plain').send('{"broken"') ],
+        [ 'POST /kv/<192 chars> (invalid key)', () => app.httpRequest().post(`/kv/${'x'.repeat(192)}`).set(h).send({ v: 1 }) ],
+        [ 'POST /kv/_info (reserved key)', () => app.httpRequest().post('/kv/_info').set(h).send({ v: 1 }) ],
+        [ 'POST /kv/new Bearer', () => app.httpRequest().post('/kv/new').set('authorization', `Bearer ${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new ?token', () => app.httpRequest().post(`/kv/new?token=${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new ?apptoken', () => app.httpRequest().post(`/kv/new?apptoken=${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new body token', () => app.httpRequest().post('/kv/new').send({ token: t, v: 1 }) ],
+        [ 'POST /kv/new body apptoken', () => app.httpRequest().post('/kv/new').send({ apptoken: t, v: 1 }) ],
+        [ 'POST /kv/new body token, text/plain', () => app.httpRequest().post('/kv/new').set('content-type', 'text/plain').send(JSON.stringify({ token: t, v: 1 })) ],
+        [ 'POST /kv/_batchimport', () => app.httpRequest().post('/kv/_batchimport').set(h).send({ a: 1, k: 2 }) ],
+        [ 'POST /kv/_batchimport no body', () => app.httpRequest().post('/kv/_batchimport').set(h) ],
+        [ 'POST /kv/_batchimport {}', () => app.httpRequest().post('/kv/_batchimport').set(h).send({}) ],
+        [ 'POST /kv/_batchimport over the limit', () => app.httpRequest().post('/kv/_batchimport').set(h).send(tooMany) ],
+        [ 'POST /kv/_batchimport invalid keys', () => app.httpRequest().post('/kv/_batchimport').set(h).send({ ['x'.repeat(192)]: 1 }) ],
+        [ 'POST /kv/_batchimport malformed text/plain', () => app.httpRequest().post('/kv/_batchimport').set(h).set('content-type', 'text/plain').send('{"a":') ],
+        [ 'POST /kv/_batchimport Bearer', () => app.httpRequest().post('/kv/_batchimport').set('authorization', `Bearer ${t}`).send({ a: 1 }) ],
+        [ 'POST /kv/_batchimport ?token', () => app.httpRequest().post(`/kv/_batchimport?token=${t}`).send({ a: 1 }) ],
+        [ 'POST /kv/_batchimport body token', () => app.httpRequest().post('/kv/_batchimport').send({ token: t, a: 1 }) ],
+        [ 'DELETE /kv/k', () => app.httpRequest().delete('/kv/k').set(h) ],
+        [ 'DELETE /kv/missing', () => app.httpRequest().delete('/kv/missing').set(h) ],
+        [ 'DELETE /kv/k Bearer', () => app.httpRequest().delete('/kv/k').set('authorization', `Bearer ${t}`) ],
+        [ 'DELETE /kv/k ?token', () => app.httpRequest().delete(`/kv/k?token=${t}`) ],
+        [ 'DELETE /kv/k ?apptoken', () => app.httpRequest().delete(`/kv/k?apptoken=${t}`) ],
+      ];
+      for (const [ what, request ] of writes) {
+        const res = await request();
+        assert.strictEqual(res.status, 403, `${what}: ${res.status} ${res.text.slice(0, 200)}`);
+        assert.deepStrictEqual(res.body, READ_ONLY, what);
+        assert.match(res.headers['content-type'], /application\/json/, what);
+      }
+      assert.deepStrictEqual(await stored(device.id), before);
+      // The next change the read-only socket sees is the read-write token's, made after all of the above.
+      await put(rw.token, 'marker', { v: 1 }).expect(200);
+      const next = await client.expectNext('kv-key-changed');
+      assert.deepStrictEqual([ next.key, next.action, next.created ], [ 'marker', 'upsert', true ]);
+    });
+
+    it('200 for reads with a read-only token: GET /kv, /kv/_keys, /kv/:key, metadata, _info, _token', async () => {
+      const { device, ro } = await readOnlySetup();
+      const get = (path: string) => app.httpRequest().get(path).set('x-app-token', ro.token).expect(200);
+      assert.deepStrictEqual((await get('/kv/k')).body, { v: 1 });
+      assert.deepStrictEqual((await get('/kv/_keys')).body, { keys: [ 'k' ], total_rows: 1, current_page: { limit: 100, skip: 0, count: 1 } });
+      const list = (await get('/kv')).body;
+      assert.deepStrictEqual([ list.total_rows, list.items.map((i: { key: string }) => i.key) ], [ 1, [ 'k' ]]);
+      const meta = (await get('/kv/k/metadata')).body;
+      assert.deepStrictEqual([ meta.deviceId, meta.key ], [ device.id, 'k' ]);
+      assert.strictEqual((await get('/kv/_info')).body.device.uuid, device.uuid);
+      const self = (await get('/kv/_token')).body;
+      assert.deepStrictEqual([ self.token, self.deviceType, self.isReadOnly ], [ ro.token, 'student', true ]);
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/nothing').set('x-app-token', ro.token).expect(404)).body, notFoundBody('nothing'));
+    });
+
+    it('join-token with a read-only token joins the device room (ack {ok:true, uuid}) and the socket receives changes', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      assert.deepStrictEqual(await client.request('join-token', { token: ro.token }), { ok: true, uuid: device.uuid });
+      await app.httpRequest().delete('/kv/k').set('x-app-token', rw.token).expect(204);
+      const seen = await client.waitFor('kv-key-changed');
+      assert.deepStrictEqual([ seen.key, seen.action ], [ 'k', 'delete' ]);
+    });
+
+    it('the same device\'s read-write tokens still write (the rule follows the token, not the device)', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      await put(rw.token, 'k', { v: 2 }).expect(200);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', rw.token).send({ b: 1 }).expect(200);
+      assert.deepStrictEqual((await stored(device.id)).rows, [{ key: 'b', value: '1' }, { key: 'k', value: '{"v":2}' }]);
+      await put(ro.token, 'k', { v: 3 }).expect(403);
+    });
+  });
 });
