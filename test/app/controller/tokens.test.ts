@@ -172,7 +172,7 @@ describe('test/app/controller/tokens.test.ts', () => {
 
     it('400 学生列表格式错误 when the list is not an array of objects and strings (the original answered 500)', async () => {
       const c = await classroom();
-      const bad = [ { name: 'A' }, 'A', 5, null, true, { 0: 'A' }, [ 'A', null ], [ 'A', 5 ], [[ 'A' ]], [ 'A', true ] ];
+      const bad = [{ name: 'A' }, 'A', 5, null, true, { 0: 'A' }, [ 'A', null ], [ 'A', 5 ], [[ 'A' ]], [ 'A', true ]];
       for (const value of bad) {
         await setKey(c.writer, LIST_KEY, value);
         const res = await studentName(c.student.token, { name: 'A' });
