@@ -24,6 +24,10 @@ export default (app: Application) => {
   // These two disclose tokens: uuidAuth lets password-less devices through, as before.
   router.get('/apps/devices/:uuid/apps', uuidAuth, controller.apps.list);
   router.get('/apps/tokens', uuidAuth, controller.apps.tokens);
+  // The token in the path authenticates (§6.2); counted per IP like every /apps route.
+  router.post('/apps/tokens/:token/set-student-name', controller.tokens.setStudentName);
+  router.post('/apps/tokens/:token/set-teacher-name', controller.tokens.setTeacherName);
+  router.put('/apps/tokens/:token/note', controller.tokens.setNote);
 
   router.post('/auth/device/code', controller.deviceAuth.create);
   router.post('/auth/device/bind', controller.deviceAuth.bind);
@@ -32,6 +36,7 @@ export default (app: Application) => {
 
   // Reserved names first, then `:key`.
   router.get('/kv/_info', kvAuth, controller.kv.info);
+  router.get('/kv/_token', kvAuth, controller.kv.token);
   router.get('/kv/_keys', kvAuth, controller.kv.keys);
   router.post('/kv/_batchimport', kvAuth, controller.kv.batchImport);
   router.get('/kv', kvAuth, controller.kv.list);

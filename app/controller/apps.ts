@@ -7,10 +7,13 @@ import { isPlainObject } from '../validator/common';
 export default class AppsController extends Controller {
   async install() {
     const appId = rules.appId(this.ctx.params.appId);
-    const body = (this.ctx.request as { body?: unknown }).body;
-    const note = rules.note(isPlainObject(body) ? body.note : undefined);
+    const raw = (this.ctx.request as { body?: unknown }).body;
+    const body = isPlainObject(raw) ? raw : {};
+    const note = rules.note(body.note);
+    const deviceType = rules.deviceType(body.deviceType);
+    const isReadOnly = rules.isReadOnly(body.isReadOnly);
     this.ctx.status = 201;
-    this.ctx.body = await this.service.appInstall.install(this.ctx.device, appId, note);
+    this.ctx.body = await this.service.appInstall.install(this.ctx.device, appId, note, { deviceType, isReadOnly });
   }
 
   async uninstall() {
@@ -25,7 +28,10 @@ export default class AppsController extends Controller {
     const rows = await this.service.appInstall.list(this.ctx.device, 'ASC');
     this.ctx.body = {
       success: true,
-      apps: rows.map(r => ({ id: r.id, appId: r.appId, token: r.token, note: r.note, installedAt: r.installedAt })),
+      apps: rows.map(r => ({
+        id: r.id, appId: r.appId, token: r.token, note: r.note, installedAt: r.installedAt,
+        deviceType: r.deviceType ?? null, isReadOnly: !!r.isReadOnly,
+      })),
     };
   }
 
@@ -33,7 +39,10 @@ export default class AppsController extends Controller {
     const rows = await this.service.appInstall.list(this.ctx.device, 'DESC');
     this.ctx.body = {
       success: true,
-      tokens: rows.map(r => ({ id: r.id, token: r.token, appId: r.appId, installedAt: r.installedAt, note: r.note, name: r.note })),
+      tokens: rows.map(r => ({
+        id: r.id, token: r.token, appId: r.appId, installedAt: r.installedAt, note: r.note, name: r.note,
+        deviceType: r.deviceType ?? null, isReadOnly: !!r.isReadOnly,
+      })),
       deviceUuid: this.ctx.device.uuid,
     };
   }

@@ -22,6 +22,11 @@ export default class KvController extends Controller {
     this.ctx.body = await this.service.kv.info(this.ctx.kvToken.deviceId);
   }
 
+  /** GET /kv/_token: the token describes itself, read fresh from the database. */
+  async token() {
+    this.ctx.body = await this.service.tokens.describe(this.ctx.kvToken.installId);
+  }
+
   async keys() {
     const q = rules.listQuery(this.ctx.query);
     const { keys, total } = await this.service.kv.keys(this.ctx.kvToken.deviceId, q);

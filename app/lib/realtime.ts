@@ -33,6 +33,8 @@ export class Realtime {
       if (message.type === 'token-revoked') {
         app.tokenCache.delete(message.token);
         this.revoke(message.token, message.uuid);
+      } else if (message.type === 'token-updated') {
+        app.tokenCache.delete(message.token);
       } else if (message.type === 'resync') {
         app.tokenCache.clear();
       }

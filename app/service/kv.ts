@@ -11,6 +11,13 @@ interface MysqlConnection {
   query(options: { sql: string; values: unknown[] }, callback: (err: Error | null, rows: unknown) => void): void;
 }
 
+/** The account a device is bound to, as `GET /kv/_info` shows it (§6.3). */
+interface DeviceAccount {
+  id: string;
+  name: string | null;
+  avatarUrl: string | null;
+}
+
 type Meta = Pick<KvEntryAttributes, 'key' | 'creatorIp' | 'createdAt' | 'updatedAt'>;
 
 const notFoundKey = (key: string) => notFound(`未找到键名为 '${key}' 的记录`);
@@ -245,8 +252,23 @@ export default class KvService extends Service {
     }));
     await this.app.valueCache.committed(device.deviceId, first + entries.length - 1);
     for (const change of changes) this.app.kvEvents.publish(change);
-    const results = keys.map(key => ({ key, created: !existing.has(key) }));
-    return { deviceId: device.deviceId, total: entries.length, successful: entries.length, failed: 0, results };
+    const n = entries.length;
+    // Both generations at once (§6.3): 1.1 clients read `results[].created`, 1.3 clients
+    // check `code` and read `data.summary` and `data.results[].isNew`.
+    return {
+      deviceId: device.deviceId,
+      total: n,
+      successful: n,
+      failed: 0,
+      results: keys.map(key => ({ key, created: !existing.has(key) })),
+      code: 200,
+      message: '批量导入成功',
+      data: {
+        deviceId: device.deviceId,
+        summary: { total: n, successful: n, failed: 0 },
+        results: keys.map(key => ({ key, isNew: !existing.has(key) })),
+      },
+    };
   }
 
   async info(deviceId: number) {
@@ -254,9 +276,16 @@ export default class KvService extends Service {
       attributes: [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ], raw: true,
     }) as { id: number; uuid: string; name: string | null; createdAt: Date | string; updatedAt: Date | string } | null;
     if (!d) throw notFound('设备不存在');
+    // The seam for accounts (§8): they do not exist yet, so no device is bound and
+    // `account` is null. Binding reads the device's account ({id, name, avatarUrl}) here.
+    const account = null as DeviceAccount | null;
     // Raw SQLite rows carry dates as text ("2025-10-25 08:30:00.000 +00:00"); the contract wants ISO-8601.
-    return {
-      device: { id: Number(d.id), uuid: d.uuid, name: d.name, createdAt: new Date(d.createdAt), updatedAt: new Date(d.updatedAt) },
-    };
+    const createdAt = new Date(d.createdAt);
+    const updatedAt = new Date(d.updatedAt);
+    // §6.3: the uuid is a credential of password-less devices, so a bound device's is not shown.
+    const device = account
+      ? { id: Number(d.id), name: d.name, createdAt, updatedAt }
+      : { id: Number(d.id), uuid: d.uuid, name: d.name, createdAt, updatedAt };
+    return { device, hasAccount: account !== null, ...(account ? { account } : {}) };
   }
 }

@@ -1,7 +1,7 @@
 import { badRequest, notFound } from '../lib/errors';
 import { isIdentifier, optionalText } from './common';
 
-/** Input rules of the /apps routes. */
+/** Input rules of the /apps routes (installs and the /apps/tokens/:token routes). */
 
 export function appId(v: unknown): string {
   if (!isIdentifier(v)) throw badRequest('应用ID无效：需要 1 到 191 个字符的字符串', { field: 'appId' });
@@ -14,6 +14,74 @@ export function installId(v: unknown): string {
   return v;
 }
 
+/** Longest note a token may carry (install, PUT /apps/tokens/:token/note). */
+export const MAX_NOTE_LENGTH = 1000;
+/** Longest student or teacher name (set-student-name / set-teacher-name). */
+export const MAX_NAME_LENGTH = 255;
+
+function noNul(v: string, field: string): string {
+  if (v.includes('\u0000')) throw badRequest(`${field} 不能包含 NUL 字符`, { field });
+  return v;
+}
+
+/** The note of a new install: a string of at most MAX_NOTE_LENGTH characters, or null. */
 export function note(v: unknown): string | null {
-  return optionalText(v, '备注', 1000) ?? null;
+  const n = optionalText(v, '备注', MAX_NOTE_LENGTH) ?? null;
+  return n === null ? null : noNul(n, '备注');
+}
+
+/** The note of PUT /apps/tokens/:token/note: as note(); `""` (or no note at all) clears it (§6.2). */
+export function tokenNote(v: unknown): string | null {
+  const n = note(v);
+  return n === '' ? null : n;
+}
+
+/** The kinds of token (§6.1, §6.2). */
+export const DEVICE_TYPES = [ 'teacher', 'student', 'classroom', 'parent' ] as const;
+export type DeviceType = typeof DEVICE_TYPES[number];
+
+/**
+ * An optional token kind: one of DEVICE_TYPES, or null (no kind); undefined when the
+ * field is absent (so a partial update can tell "unchanged" from "cleared"). Anything
+ * else, `""` included, is the contract's 400. Shared by installs and auto-auth configs.
+ */
+export function deviceType(v: unknown): DeviceType | null | undefined {
+  if (v === undefined) return undefined;
+  if (v === null) return null;
+  if (typeof v !== 'string' || !(DEVICE_TYPES as readonly string[]).includes(v)) {
+    throw badRequest(`设备类型必须是以下之一: ${DEVICE_TYPES.join(', ')}`, { field: 'deviceType', allowed: DEVICE_TYPES });
+  }
+  return v as DeviceType;
+}
+
+/** An optional read-only flag: a JSON boolean; undefined when absent. */
+export function isReadOnly(v: unknown): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw badRequest('isReadOnly 必须是布尔值 true 或 false', { field: 'isReadOnly' });
+  return v;
+}
+
+/**
+ * A token named in a path (/apps/tokens/:token/...). Tokens are printable ASCII (see
+ * AppInstallService.resolveToken): anything else cannot exist and is answered like an
+ * unknown token, without a database lookup.
+ */
+export function pathToken(v: unknown): string {
+  if (typeof v !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(v)) throw notFound('Token 不存在');
+  return v;
+}
+
+function personName(v: unknown, missing: string, field: string): string {
+  if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) throw badRequest(missing);
+  return noNul(optionalText(v, field, MAX_NAME_LENGTH) as string, field);
+}
+
+/** `name` of set-student-name: a non-blank string, matched exactly against the student list. */
+export function studentName(v: unknown): string {
+  return personName(v, '需要提供学生名称', '学生名称');
+}
+
+/** `name` of set-teacher-name: a non-blank string. */
+export function teacherName(v: unknown): string {
+  return personName(v, '需要提供教师名称', '教师名称');
 }

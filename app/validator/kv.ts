@@ -18,7 +18,7 @@ export const MAX_KEY_LENGTH = 191;
 /** Deepest nesting a stored value may have (objects/arrays inside each other). */
 export const MAX_DEPTH = 1000;
 /** Path names matched before `/kv/:key`; a value stored under them could never be read back. */
-export const RESERVED_KEYS: readonly string[] = [ '_info', '_keys', '_batchimport' ];
+export const RESERVED_KEYS: readonly string[] = [ '_info', '_keys', '_batchimport', '_token' ];
 
 /** Why `key` cannot be a KV key, or undefined when it can. */
 function keyProblem(key: unknown): string | undefined {

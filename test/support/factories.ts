@@ -13,6 +13,9 @@ export interface TestInstall {
   appId: string;
   token: string;
   note: string | null;
+  deviceType: string | null;
+  isReadOnly: boolean;
+  installedAt: string;
 }
 
 /** Registers a device through the API (optionally with a password). */
@@ -29,12 +32,25 @@ export async function createDevice(opts: { uuid?: string; name?: string; passwor
   return { id: res.body.device.id, uuid, name };
 }
 
+export interface InstallOptions {
+  appId?: string;
+  note?: string;
+  password?: string;
+  /** teacher | student | classroom | parent (or null); absent: not sent. */
+  deviceType?: string | null;
+  isReadOnly?: boolean;
+}
+
 /** Installs an app on a device through the API and returns the install (with its token). */
-export async function installApp(device: TestDevice, opts: { appId?: string; note?: string; password?: string } = {}): Promise<TestInstall> {
+export async function installApp(device: TestDevice, opts: InstallOptions = {}): Promise<TestInstall> {
   const appId = opts.appId ?? 'test-app';
   const req = app.httpRequest().post(`/apps/devices/${encodeURIComponent(device.uuid)}/install/${encodeURIComponent(appId)}`);
   if (opts.password) req.set('x-device-password', opts.password);
-  const res = await req.send(opts.note !== undefined ? { note: opts.note } : {}).expect(201);
+  const body: Record<string, unknown> = {};
+  for (const field of [ 'note', 'deviceType', 'isReadOnly' ] as const) {
+    if (opts[field] !== undefined) body[field] = opts[field];
+  }
+  const res = await req.send(body).expect(201);
   return res.body;
 }
 

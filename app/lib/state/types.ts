@@ -28,6 +28,8 @@ export interface PresenceEntry {
 
 export type BusMessage =
   | { type: 'token-revoked'; token: string; uuid: string }
+  /** The install behind a token changed (its note): workers drop their cached copy. */
+  | { type: 'token-updated'; token: string }
   /** Local only: the bus connection dropped; messages may be missed until 'resync'. */
   | { type: 'bus-lost' }
   /** Local only: the bus is live again; messages may have been missed while it was not. */

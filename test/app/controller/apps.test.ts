@@ -83,6 +83,59 @@ describe('test/app/controller/apps.test.ts', () => {
       const res = await app.httpRequest().post('/apps/devices/nobody/install/a').expect(404);
       assert.deepStrictEqual(res.body, err('设备不存在'));
     });
+
+    it('201 with each deviceType and isReadOnly from the body, stored as given', async () => {
+      const d = await createDevice();
+      const kinds: Array<[string | null, boolean]> = [
+        [ 'teacher', false ], [ 'student', true ], [ 'classroom', false ], [ 'parent', true ], [ null, true ],
+      ];
+      for (const [ deviceType, isReadOnly ] of kinds) {
+        const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ deviceType, isReadOnly, note: 'n' }).expect(201);
+        assert.deepStrictEqual(res.body, {
+          id: res.body.id, appId: 'k', token: res.body.token, note: 'n', name: 'n', deviceType, isReadOnly, installedAt: res.body.installedAt,
+        });
+        const row = await app.model.AppInstall.findByPk(res.body.id);
+        assert.strictEqual(row!.get('deviceType'), deviceType);
+        assert.strictEqual(!!row!.get('isReadOnly'), isReadOnly);
+      }
+    });
+
+    it('201 with deviceType null and isReadOnly false when the body leaves them out', async () => {
+      const d = await createDevice();
+      const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ note: 'n' }).expect(201);
+      assert.strictEqual(res.body.deviceType, null);
+      assert.strictEqual(res.body.isReadOnly, false);
+    });
+
+    it('400 设备类型必须是以下之一 for any other deviceType ("", another case, a number, an array); nothing installed', async () => {
+      const d = await createDevice();
+      for (const deviceType of [ 'admin', '', 'Teacher', ' teacher', 1, [ 'teacher' ], {}, true ]) {
+        const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ deviceType }).expect(400);
+        assert.deepStrictEqual(res.body, err('设备类型必须是以下之一: teacher, student, classroom, parent', {
+          field: 'deviceType', allowed: [ 'teacher', 'student', 'classroom', 'parent' ],
+        }));
+      }
+      assert.deepStrictEqual((await app.httpRequest().get(`/apps/devices/${d.uuid}/apps`).expect(200)).body.apps, []);
+    });
+
+    it('400 isReadOnly 必须是布尔值 for anything but true or false (strings, numbers, null); nothing installed', async () => {
+      const d = await createDevice();
+      for (const isReadOnly of [ 'true', 'false', 1, 0, null, [], {}]) {
+        const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ isReadOnly }).expect(400);
+        assert.deepStrictEqual(res.body, err('isReadOnly 必须是布尔值 true 或 false', { field: 'isReadOnly' }));
+      }
+      assert.deepStrictEqual((await app.httpRequest().get(`/apps/devices/${d.uuid}/apps`).expect(200)).body.apps, []);
+    });
+
+    it('400 for a note with a NUL character or longer than 1000 characters; 1000 is fine', async () => {
+      const d = await createDevice();
+      let res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ note: 'a\u0000b' }).expect(400);
+      assert.deepStrictEqual(res.body, err('备注 不能包含 NUL 字符', { field: '备注' }));
+      res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ note: '注'.repeat(1001) }).expect(400);
+      assert.deepStrictEqual(res.body, err('备注 长度不能超过 1000 个字符', { field: '备注', max: 1000 }));
+      res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ note: '注'.repeat(1000) }).expect(201);
+      assert.strictEqual(res.body.note, '注'.repeat(1000));
+    });
   });
 
   describe('newInstallId()', () => {
@@ -155,17 +208,20 @@ describe('test/app/controller/apps.test.ts', () => {
   });
 
   describe('[GET /apps/devices/:uuid/apps] list()', () => {
-    it('200 with {success, apps:[{id, appId, token, note, installedAt}]}, oldest first', async () => {
+    it('200 with {success, apps:[{id, appId, token, note, installedAt, deviceType, isReadOnly}]}, oldest first', async () => {
       const d = await createDevice();
       const a = await installApp(d, { appId: 'first', note: 'n1' });
-      const b = await installApp(d, { appId: 'second' });
+      const b = await installApp(d, { appId: 'second', deviceType: 'parent', isReadOnly: true });
       const res = await app.httpRequest().get(`/apps/devices/${d.uuid}/apps`).expect(200);
       assert.strictEqual(res.body.success, true);
       assert.deepStrictEqual(Object.keys(res.body).sort(), [ 'apps', 'success' ]);
       assert.deepStrictEqual(res.body.apps, [
-        { id: a.id, appId: 'first', token: a.token, note: 'n1', installedAt: (a as unknown as { installedAt: string }).installedAt },
-        { id: b.id, appId: 'second', token: b.token, note: null, installedAt: (b as unknown as { installedAt: string }).installedAt },
+        { id: a.id, appId: 'first', token: a.token, note: 'n1', installedAt: a.installedAt, deviceType: null, isReadOnly: false },
+        { id: b.id, appId: 'second', token: b.token, note: null, installedAt: b.installedAt, deviceType: 'parent', isReadOnly: true },
       ]);
+      for (const x of res.body.apps) {
+        assert.deepStrictEqual(Object.keys(x), [ 'id', 'appId', 'token', 'note', 'installedAt', 'deviceType', 'isReadOnly' ]);
+      }
     });
 
     it('200 with an empty list for a device without installs; other devices\' installs are not listed', async () => {
@@ -193,19 +249,27 @@ describe('test/app/controller/apps.test.ts', () => {
   });
 
   describe('[GET /apps/tokens] tokens()', () => {
-    it('200 with {success, tokens:[{id, token, appId, installedAt, note, name}], deviceUuid}, newest first', async () => {
+    it('200 with {success, tokens:[{id, token, appId, installedAt, note, name, deviceType, isReadOnly}], deviceUuid}, newest first', async () => {
       const d = await createDevice();
       const installs = [];
-      for (let i = 0; i < 5; i++) installs.push(await installApp(d, { appId: `app-${i}`, note: `note ${i}` }));
+      const kinds = [ 'teacher', 'student', 'classroom', 'parent', null ];
+      for (let i = 0; i < 5; i++) {
+        installs.push(await installApp(d, { appId: `app-${i}`, note: `note ${i}`, deviceType: kinds[i], isReadOnly: i % 2 === 1 }));
+      }
       const res = await app.httpRequest().get('/apps/tokens').query({ uuid: d.uuid }).expect(200);
       assert.deepStrictEqual(res.body, {
         success: true,
         tokens: installs.reverse().map(x => ({
-          id: x.id, token: x.token, appId: x.appId,
-          installedAt: (x as unknown as { installedAt: string }).installedAt, note: x.note, name: x.note,
+          id: x.id, token: x.token, appId: x.appId, installedAt: x.installedAt, note: x.note, name: x.note,
+          deviceType: x.deviceType, isReadOnly: x.isReadOnly,
         })),
         deviceUuid: d.uuid,
       });
+      assert.deepStrictEqual(res.body.tokens.map((t: { deviceType: string | null }) => t.deviceType), [ null, 'parent', 'classroom', 'student', 'teacher' ]);
+      assert.deepStrictEqual(res.body.tokens.map((t: { isReadOnly: boolean }) => t.isReadOnly), [ false, true, false, true, false ]);
+      for (const x of res.body.tokens) {
+        assert.deepStrictEqual(Object.keys(x), [ 'id', 'token', 'appId', 'installedAt', 'note', 'name', 'deviceType', 'isReadOnly' ]);
+      }
     });
 
     it('200 with the device named by the x-device-uuid header', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp } from '../../support/factories';
+import { closeAllClients, COMBINATIONS, connectJoined, startServer, stopServer } from '../../support/socket';
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 const BATCH_MESSAGE = '请提供有效的JSON数据，格式为 {"key":{}, "key2":{}}';
@@ -209,7 +210,7 @@ describe('test/app/controller/kv.test.ts', () => {
   });
 
   describe('[GET /kv/_info] info()', () => {
-    it('200 with the token device', async () => {
+    it('200 with the token device and hasAccount:false (no device is bound to an account yet, so uuid is shown)', async () => {
       const device = await createDevice({ name: '教室一' });
       const { token } = await installApp(device);
       const res = await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
@@ -218,7 +219,10 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.ok(ISO_MS.test(d.updatedAt), d.updatedAt);
       assert.deepStrictEqual(res.body, {
         device: { id: device.id, uuid: device.uuid, name: '教室一', createdAt: d.createdAt, updatedAt: d.updatedAt },
+        hasAccount: false,
       });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'device', 'hasAccount' ]);
+      assert.deepStrictEqual(Object.keys(d), [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ]);
     });
   });
 
@@ -516,18 +520,19 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.deepStrictEqual(await keysOf(token), []);
     });
 
-    it('400 for the reserved names _info and _keys (they could never be read back)', async () => {
+    it('400 for the reserved names _info, _keys and _token (they could never be read back)', async () => {
       const { token } = await deviceWithToken();
-      for (const k of [ '_info', '_keys' ]) {
+      for (const k of [ '_info', '_keys', '_token' ]) {
         const res = await put(token, k, { v: 1 }).expect(400);
         assert.deepStrictEqual(res.body, {
           success: false,
           message: `键名 '${k}' 是保留名称，不能写入`,
-          details: { key: k, reserved: [ '_info', '_keys', '_batchimport' ] },
+          details: { key: k, reserved: [ '_info', '_keys', '_batchimport', '_token' ] },
         });
       }
       // GET of the reserved names still reaches their own routes.
       await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
+      assert.strictEqual((await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200)).body.token, token);
       assert.deepStrictEqual(await keysOf(token), []);
     });
   });
@@ -545,26 +550,31 @@ describe('test/app/controller/kv.test.ts', () => {
   });
 
   describe('[POST /kv/_batchimport] batchImport()', () => {
-    it('200 with {deviceId,total,successful,failed:0,results} in input order', async () => {
+    it('200 with both generations\' shapes: {deviceId,total,successful,failed:0,results,code:200,message,data{deviceId,summary,results}}, in input order', async () => {
       const { device, token } = await deviceWithToken();
       await put(token, 'exists', { old: true }).expect(200);
       const res = await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token)
         .send({ zeta: { z: 1 }, exists: [ 'new' ], alpha: [], '键🙂': {}, n: 5, s: 'str', nil: null }).expect(200);
+      const order = [[ 'zeta', true ], [ 'exists', false ], [ 'alpha', true ], [ '键🙂', true ], [ 'n', true ], [ 's', true ], [ 'nil', true ]] as const;
       assert.deepStrictEqual(res.body, {
         deviceId: device.id,
         total: 7,
         successful: 7,
         failed: 0,
-        results: [
-          { key: 'zeta', created: true },
-          { key: 'exists', created: false },
-          { key: 'alpha', created: true },
-          { key: '键🙂', created: true },
-          { key: 'n', created: true },
-          { key: 's', created: true },
-          { key: 'nil', created: true },
-        ],
+        results: order.map(([ key, created ]) => ({ key, created })),
+        code: 200,
+        message: '批量导入成功',
+        data: {
+          deviceId: device.id,
+          summary: { total: 7, successful: 7, failed: 0 },
+          results: order.map(([ key, isNew ]) => ({ key, isNew })),
+        },
       });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'deviceId', 'total', 'successful', 'failed', 'results', 'code', 'message', 'data' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data), [ 'deviceId', 'summary', 'results' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data.summary), [ 'total', 'successful', 'failed' ]);
+      assert.deepStrictEqual(Object.keys(res.body.results[0]), [ 'key', 'created' ]);
+      assert.deepStrictEqual(Object.keys(res.body.data.results[0]), [ 'key', 'isNew' ]);
       const get = async (k: string) => (await app.httpRequest().get(`/kv/${enc(k)}`).set('x-app-token', token).expect(200)).text;
       assert.strictEqual(await get('zeta'), '{"z":1}');
       assert.strictEqual(await get('exists'), '["new"]');
@@ -634,6 +644,183 @@ describe('test/app/controller/kv.test.ts', () => {
       await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send(body).expect(413);
       const keys = await app.httpRequest().get('/kv/_keys?limit=0').set('x-app-token', token).expect(200);
       assert.strictEqual(keys.body.total_rows, 1000);
+    });
+  });
+
+  describe('[GET /kv/_token] token()', () => {
+    it('200 {success, token, appId, deviceType, isReadOnly, note, installedAt, updatedAt, device:{id, uuid, name, namespace}}', async () => {
+      const device = await createDevice({ name: '三年二班' });
+      const inst = await installApp(device, { appId: 'classworks', note: '讲台', deviceType: 'teacher' });
+      const res = await app.httpRequest().get('/kv/_token').set('x-app-token', inst.token).expect(200).expect('Content-Type', /application\/json/);
+      assert.match(res.body.updatedAt, ISO_MS);
+      assert.deepStrictEqual(res.body, {
+        success: true,
+        token: inst.token,
+        appId: 'classworks',
+        deviceType: 'teacher',
+        isReadOnly: false,
+        note: '讲台',
+        installedAt: inst.installedAt,
+        updatedAt: res.body.updatedAt,
+        device: { id: device.id, uuid: device.uuid, name: '三年二班', namespace: device.uuid },
+      });
+      assert.deepStrictEqual(Object.keys(res.body), [ 'success', 'token', 'appId', 'deviceType', 'isReadOnly', 'note', 'installedAt', 'updatedAt', 'device' ]);
+      assert.deepStrictEqual(Object.keys(res.body.device), [ 'id', 'uuid', 'name', 'namespace' ]);
+    });
+
+    it('200 for every kind of token (read-only ones too), from every token source', async () => {
+      const device = await createDevice();
+      const kinds: Array<[string | null, boolean]> = [[ 'teacher', false ], [ 'student', true ], [ 'classroom', false ], [ 'parent', true ], [ null, false ]];
+      for (const [ deviceType, isReadOnly ] of kinds) {
+        const { token } = await installApp(device, { deviceType, isReadOnly });
+        for (const r of [
+          () => app.httpRequest().get('/kv/_token').set('x-app-token', token),
+          () => app.httpRequest().get('/kv/_token').set('authorization', `Bearer ${token}`),
+          () => app.httpRequest().get(`/kv/_token?token=${token}`),
+          () => app.httpRequest().get(`/kv/_token?apptoken=${token}`),
+        ]) {
+          const res = await r().expect(200);
+          assert.deepStrictEqual([ res.body.token, res.body.deviceType, res.body.isReadOnly, res.body.note ], [ token, deviceType, isReadOnly, null ]);
+        }
+      }
+    });
+
+    it('200 read from the database, not the token cache: the note, the device name and namespace are current', async () => {
+      const device = await createDevice({ name: 'old' });
+      const { token } = await installApp(device, { deviceType: 'student' });
+      await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.strictEqual(app.tokenCache.get(token)?.note, null);
+      // Behind the cache's back (no bus message): the cached copy keeps the old note.
+      await app.model.AppInstall.update({ note: '张三' }, { where: { token } });
+      await app.model.Device.update({ name: 'new', namespace: 'room-7' }, { where: { id: device.id } });
+      const res = await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.strictEqual(app.tokenCache.get(token)?.note, null);
+      assert.strictEqual(res.body.note, '张三');
+      assert.deepStrictEqual(res.body.device, { id: device.id, uuid: device.uuid, name: 'new', namespace: 'room-7' });
+      // And after a note change through the API, updatedAt moves with it.
+      const put = await app.httpRequest().put(`/apps/tokens/${token}/note`).send({ note: '李四' }).expect(200);
+      const after = await app.httpRequest().get('/kv/_token').set('x-app-token', token).expect(200);
+      assert.deepStrictEqual([ after.body.note, after.body.updatedAt ], [ '李四', put.body.updatedAt ]);
+    });
+
+    it('401 without a token or with an unknown one; POST and DELETE do not describe the token', async () => {
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/_token').expect(401)).body, { success: false, message: '需要提供有效的token', details: null });
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/_token').set('x-app-token', 'f'.repeat(64)).expect(401)).body,
+        { success: false, message: '无效的token', details: null });
+      const { token } = await deviceWithToken();
+      assert.strictEqual((await put(token, '_token', { v: 1 }).expect(400)).body.message, "键名 '_token' 是保留名称，不能写入");
+      assert.deepStrictEqual((await app.httpRequest().delete('/kv/_token').set('x-app-token', token).expect(404)).body, notFoundBody('_token'));
+    });
+  });
+
+  describe('read-only tokens (kvAuth)', () => {
+    const READ_ONLY = { success: false, message: '当前token为只读模式,无法修改数据', details: null };
+    before(() => startServer());
+    afterEach(() => closeAllClients());
+    after(() => stopServer());
+
+    /** A device with a read-write token (it wrote key `k`) and a read-only token. */
+    async function readOnlySetup() {
+      const device = await createDevice();
+      const rw = await installApp(device, { appId: 'screen', deviceType: 'classroom' });
+      const ro = await installApp(device, { appId: 'phone', deviceType: 'student', isReadOnly: true });
+      await put(rw.token, 'k', { v: 1 }).expect(200);
+      return { device, rw, ro };
+    }
+
+    /** Every row and the revision of the device, read from the database. */
+    async function stored(deviceId: number) {
+      const rows = await app.model.KvEntry.findAll({ attributes: [ 'key', 'value' ], where: { deviceId }, order: [[ 'key', 'ASC' ]], raw: true });
+      const d = await app.model.Device.findByPk(deviceId, { attributes: [ 'revision' ], raw: true }) as unknown as { revision: number | string };
+      const log = await app.model.query('SELECT COUNT(*) AS n FROM device_log WHERE deviceId = ?', { replacements: [ deviceId ], type: 'SELECT', raw: true }) as Array<{ n: number | string }>;
+      return { rows, revision: Number(d.revision), log: Number(log[0].n) };
+    }
+
+    it('403 当前token为只读模式,无法修改数据 for every write, before any body or key validation; nothing written, nothing sent', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      const before = await stored(device.id);
+      assert.deepStrictEqual(before.rows, [{ key: 'k', value: '{"v":1}' }]);
+      // A socket joined with the read-only token itself: joining works, and it must see no change.
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      const t = ro.token;
+      const h = { 'x-app-token': t };
+      const tooMany: Record<string, number> = {};
+      for (let i = 0; i <= app.settings.batchLimit; i++) tooMany[`k${i}`] = i;
+      const writes: Array<[string, () => ReturnType<ReturnType<typeof app.httpRequest>['get']>]> = [
+        [ 'POST /kv/k header', () => app.httpRequest().post('/kv/k').set(h).send({ v: 2 }) ],
+        [ 'POST /kv/new no body', () => app.httpRequest().post('/kv/new').set(h) ],
+        [ 'POST /kv/new empty JSON body', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'application/json').send('') ],
+        [ 'POST /kv/new {}', () => app.httpRequest().post('/kv/new').set(h).send({}) ],
+        [ 'POST /kv/new []', () => app.httpRequest().post('/kv/new').set(h).send([]) ],
+        [ 'POST /kv/new scalar', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'text/plain').send('5') ],
+        [ 'POST /kv/new malformed text/plain, header token', () => app.httpRequest().post('/kv/new').set(h).set('content-type', 'text/plain').send('{"broken"') ],
+        [ 'POST /kv/new malformed text/plain, query token', () => app.httpRequest().post(`/kv/new?token=${t}`).set('content-type', 'text/plain').send('{"broken"') ],
+        [ 'POST /kv/<192 chars> (invalid key)', () => app.httpRequest().post(`/kv/${'x'.repeat(192)}`).set(h).send({ v: 1 }) ],
+        [ 'POST /kv/_info (reserved key)', () => app.httpRequest().post('/kv/_info').set(h).send({ v: 1 }) ],
+        [ 'POST /kv/new Bearer', () => app.httpRequest().post('/kv/new').set('authorization', `Bearer ${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new ?token', () => app.httpRequest().post(`/kv/new?token=${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new ?apptoken', () => app.httpRequest().post(`/kv/new?apptoken=${t}`).send({ v: 1 }) ],
+        [ 'POST /kv/new body token', () => app.httpRequest().post('/kv/new').send({ token: t, v: 1 }) ],
+        [ 'POST /kv/new body apptoken', () => app.httpRequest().post('/kv/new').send({ apptoken: t, v: 1 }) ],
+        [ 'POST /kv/new body token, text/plain', () => app.httpRequest().post('/kv/new').set('content-type', 'text/plain').send(JSON.stringify({ token: t, v: 1 })) ],
+        [ 'POST /kv/_batchimport', () => app.httpRequest().post('/kv/_batchimport').set(h).send({ a: 1, k: 2 }) ],
+        [ 'POST /kv/_batchimport no body', () => app.httpRequest().post('/kv/_batchimport').set(h) ],
+        [ 'POST /kv/_batchimport {}', () => app.httpRequest().post('/kv/_batchimport').set(h).send({}) ],
+        [ 'POST /kv/_batchimport over the limit', () => app.httpRequest().post('/kv/_batchimport').set(h).send(tooMany) ],
+        [ 'POST /kv/_batchimport invalid keys', () => app.httpRequest().post('/kv/_batchimport').set(h).send({ ['x'.repeat(192)]: 1 }) ],
+        [ 'POST /kv/_batchimport malformed text/plain', () => app.httpRequest().post('/kv/_batchimport').set(h).set('content-type', 'text/plain').send('{"a":') ],
+        [ 'POST /kv/_batchimport Bearer', () => app.httpRequest().post('/kv/_batchimport').set('authorization', `Bearer ${t}`).send({ a: 1 }) ],
+        [ 'POST /kv/_batchimport ?token', () => app.httpRequest().post(`/kv/_batchimport?token=${t}`).send({ a: 1 }) ],
+        [ 'POST /kv/_batchimport body token', () => app.httpRequest().post('/kv/_batchimport').send({ token: t, a: 1 }) ],
+        [ 'DELETE /kv/k', () => app.httpRequest().delete('/kv/k').set(h) ],
+        [ 'DELETE /kv/missing', () => app.httpRequest().delete('/kv/missing').set(h) ],
+        [ 'DELETE /kv/k Bearer', () => app.httpRequest().delete('/kv/k').set('authorization', `Bearer ${t}`) ],
+        [ 'DELETE /kv/k ?token', () => app.httpRequest().delete(`/kv/k?token=${t}`) ],
+        [ 'DELETE /kv/k ?apptoken', () => app.httpRequest().delete(`/kv/k?apptoken=${t}`) ],
+      ];
+      for (const [ what, request ] of writes) {
+        const res = await request();
+        assert.strictEqual(res.status, 403, `${what}: ${res.status} ${res.text.slice(0, 200)}`);
+        assert.deepStrictEqual(res.body, READ_ONLY, what);
+        assert.match(res.headers['content-type'], /application\/json/, what);
+      }
+      assert.deepStrictEqual(await stored(device.id), before);
+      // The next change the read-only socket sees is the read-write token's, made after all of the above.
+      await put(rw.token, 'marker', { v: 1 }).expect(200);
+      const next = await client.expectNext('kv-key-changed');
+      assert.deepStrictEqual([ next.key, next.action, next.created ], [ 'marker', 'upsert', true ]);
+    });
+
+    it('200 for reads with a read-only token: GET /kv, /kv/_keys, /kv/:key, metadata, _info, _token', async () => {
+      const { device, ro } = await readOnlySetup();
+      const get = (path: string) => app.httpRequest().get(path).set('x-app-token', ro.token).expect(200);
+      assert.deepStrictEqual((await get('/kv/k')).body, { v: 1 });
+      assert.deepStrictEqual((await get('/kv/_keys')).body, { keys: [ 'k' ], total_rows: 1, current_page: { limit: 100, skip: 0, count: 1 } });
+      const list = (await get('/kv')).body;
+      assert.deepStrictEqual([ list.total_rows, list.items.map((i: { key: string }) => i.key) ], [ 1, [ 'k' ]]);
+      const meta = (await get('/kv/k/metadata')).body;
+      assert.deepStrictEqual([ meta.deviceId, meta.key ], [ device.id, 'k' ]);
+      assert.strictEqual((await get('/kv/_info')).body.device.uuid, device.uuid);
+      const self = (await get('/kv/_token')).body;
+      assert.deepStrictEqual([ self.token, self.deviceType, self.isReadOnly ], [ ro.token, 'student', true ]);
+      assert.deepStrictEqual((await app.httpRequest().get('/kv/nothing').set('x-app-token', ro.token).expect(404)).body, notFoundBody('nothing'));
+    });
+
+    it('join-token with a read-only token joins the device room (ack {ok:true, uuid}) and the socket receives changes', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      assert.deepStrictEqual(await client.request('join-token', { token: ro.token }), { ok: true, uuid: device.uuid });
+      await app.httpRequest().delete('/kv/k').set('x-app-token', rw.token).expect(204);
+      const seen = await client.waitFor('kv-key-changed');
+      assert.deepStrictEqual([ seen.key, seen.action ], [ 'k', 'delete' ]);
+    });
+
+    it('the same device\'s read-write tokens still write (the rule follows the token, not the device)', async () => {
+      const { device, rw, ro } = await readOnlySetup();
+      await put(rw.token, 'k', { v: 2 }).expect(200);
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', rw.token).send({ b: 1 }).expect(200);
+      assert.deepStrictEqual((await stored(device.id)).rows, [{ key: 'b', value: '1' }, { key: 'k', value: '{"v":2}' }]);
+      await put(ro.token, 'k', { v: 3 }).expect(403);
     });
   });
 });

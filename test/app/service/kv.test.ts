@@ -77,6 +77,13 @@ describe('test/app/service/kv.test.ts', () => {
       assert.deepStrictEqual(batch, {
         deviceId: device.id, total: 3, successful: 3, failed: 0,
         results: [{ key: 'b', created: true }, { key: 'a', created: false }, { key: 'c', created: true }],
+        code: 200,
+        message: '批量导入成功',
+        data: {
+          deviceId: device.id,
+          summary: { total: 3, successful: 3, failed: 0 },
+          results: [{ key: 'b', isNew: true }, { key: 'a', isNew: false }, { key: 'c', isNew: true }],
+        },
       });
       const deleted = events[5];
       assert.strictEqual(deleted.action, 'delete');
