@@ -25,6 +25,16 @@ export default (app: Application) => {
   router.get('/apps/devices/:uuid/apps', uuidAuth, controller.apps.list);
   router.get('/apps/tokens', uuidAuth, controller.apps.tokens);
 
+  // Namespace login and auto-auth configs (§6.1). Managing configs takes device credentials;
+  // the bound account's JWT (§8) is to be accepted here too: swap `autoAuthManager` then.
+  router.post('/apps/auth/token', controller.autoAuth.token);
+  const autoAuthManager = uuidAuth;
+  router.get('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.list);
+  router.post('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.create);
+  router.put('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.update);
+  router.delete('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.destroy);
+  router.put('/auto-auth/devices/:uuid/namespace', autoAuthManager, controller.autoAuth.setNamespace);
+
   router.post('/auth/device/code', controller.deviceAuth.create);
   router.post('/auth/device/bind', controller.deviceAuth.bind);
   router.get('/auth/device/token', controller.deviceAuth.token);
