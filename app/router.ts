@@ -29,6 +29,16 @@ export default (app: Application) => {
   router.post('/apps/tokens/:token/set-teacher-name', controller.tokens.setTeacherName);
   router.put('/apps/tokens/:token/note', controller.tokens.setNote);
 
+  // Namespace login and auto-auth configs (§6.1). Managing configs takes device credentials;
+  // the bound account's JWT (§8) is to be accepted here too: swap `autoAuthManager` then.
+  router.post('/apps/auth/token', controller.autoAuth.token);
+  const autoAuthManager = uuidAuth;
+  router.get('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.list);
+  router.post('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.create);
+  router.put('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.update);
+  router.delete('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.destroy);
+  router.put('/auto-auth/devices/:uuid/namespace', autoAuthManager, controller.autoAuth.setNamespace);
+
   router.post('/auth/device/code', controller.deviceAuth.create);
   router.post('/auth/device/bind', controller.deviceAuth.bind);
   router.get('/auth/device/token', controller.deviceAuth.token);

@@ -1,5 +1,5 @@
 import { Service } from 'egg';
-import { UniqueConstraintError } from 'sequelize';
+import { QueryTypes, UniqueConstraintError } from 'sequelize';
 import { conflict, badRequest, forbidden, notFound } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { DeviceAttributes } from '../model/device';
@@ -8,8 +8,24 @@ import { newInstallId } from './appInstall';
 /** Devices: registration, names, passwords, and who is online. */
 export default class DeviceService extends Service {
   async findByUuid(uuid: string): Promise<DeviceAttributes | null> {
-    // Not `raw`: raw rows carry SQLite dates as strings; instances give Date objects.
-    const row = await this.ctx.model.Device.findOne({ where: { uuid } });
+    return this.findBy('uuid', uuid);
+  }
+
+  /** The device whose uuid or namespace is exactly `value`. */
+  async findBy(column: 'uuid' | 'namespace', value: string): Promise<DeviceAttributes | null> {
+    const { model } = this.ctx;
+    let row;
+    if (value.includes('\u0000') && model.getDialect() === 'sqlite') {
+      // Sequelize writes a WHERE value into the SQL text, and SQLite ends the statement at
+      // a NUL (an error, answered 500); a bound parameter carries it intact.
+      const [ hit ] = await model.query(`SELECT id FROM devices WHERE ${column} = $1`, {
+        bind: [ value ], type: QueryTypes.SELECT, raw: true,
+      }) as Array<{ id: number }>;
+      row = hit ? await model.Device.findByPk(hit.id) : null;
+    } else {
+      // Not `raw`: raw rows carry SQLite dates as strings; instances give Date objects.
+      row = await model.Device.findOne({ where: { [column]: value } });
+    }
     return row ? row.get({ plain: true }) as DeviceAttributes : null;
   }
 

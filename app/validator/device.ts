@@ -36,6 +36,16 @@ export function optionalNamespace(v: unknown): string | undefined {
   if (typeof v !== 'string') throw badRequest('namespace 必须是字符串', { field: 'namespace' });
   const t = v.trim();
   if (t === '') return undefined;
+  return checkedNamespace(t);
+}
+
+/**
+ * A namespace to store (already trimmed and non-blank): 1..191 well-formed characters,
+ * no control characters (NUL included). Shared with PUT /auto-auth/devices/:uuid/namespace.
+ */
+export function checkedNamespace(t: string): string {
   if (!isIdentifier(t)) throw badRequest('namespace 无效：需要 1 到 191 个字符的字符串', { field: 'namespace', max: 191 });
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(t)) throw badRequest('namespace 不能包含控制字符', { field: 'namespace' });
   return t;
 }

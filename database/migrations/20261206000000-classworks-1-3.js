@@ -112,11 +112,18 @@ module.exports = {
   },
 
   async down(queryInterface) {
+    // SQLite: Sequelize's removeColumn rebuilds the table (copy, DROP, CREATE) and loses its
+    // ON DELETE CASCADE; dropping `devices` then deletes every child row or fails on a foreign
+    // key. SQLite >= 3.35 drops an unindexed column in place, keeping data and constraints.
+    const sqlite = queryInterface.sequelize.getDialect() === 'sqlite';
+    const dropColumn = (table, column) => (sqlite
+      ? queryInterface.sequelize.query(`ALTER TABLE \`${table}\` DROP COLUMN \`${column}\``)
+      : queryInterface.removeColumn(table, column));
     await queryInterface.dropTable('device_log');
     await queryInterface.dropTable('auto_auth_configs');
-    await queryInterface.removeColumn('app_installs', 'isReadOnly');
-    await queryInterface.removeColumn('app_installs', 'deviceType');
+    await dropColumn('app_installs', 'isReadOnly');
+    await dropColumn('app_installs', 'deviceType');
     await queryInterface.removeIndex('devices', 'devices_namespace_unique');
-    await queryInterface.removeColumn('devices', 'namespace');
+    await dropColumn('devices', 'namespace');
   },
 };

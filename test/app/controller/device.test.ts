@@ -95,6 +95,82 @@ describe('test/app/controller/device.test.ts', () => {
       assert.strictEqual(show.body.passwordHint, null);
       assert.notStrictEqual(show.body.id, 999999);
     });
+
+    describe('namespace (§6.1)', () => {
+      const nsOf = async (uuid: string) => (await app.httpRequest().get(`/devices/${encodeURIComponent(uuid)}`).expect(200)).body.namespace;
+
+      it('201 with the given namespace, trimmed, in the answer (after name) and in GET /devices/:uuid', async () => {
+        const res = await app.httpRequest().post('/devices').send({ uuid: 'ns-1', deviceName: 'Room', namespace: '  class-1a  ' }).expect(201);
+        assert.deepStrictEqual(Object.keys(res.body.device), [ 'id', 'uuid', 'name', 'namespace', 'createdAt' ]);
+        assert.strictEqual(res.body.device.namespace, 'class-1a');
+        assert.strictEqual(await nsOf('ns-1'), 'class-1a');
+      });
+
+      it('201 with the uuid as namespace when it is absent, null, empty or blank', async () => {
+        for (const [ i, namespace ] of [ undefined, null, '', '   ' ].entries()) {
+          const res = await app.httpRequest().post('/devices').send({ uuid: `ns-default-${i}`, deviceName: 'n', namespace }).expect(201);
+          assert.strictEqual(res.body.device.namespace, `ns-default-${i}`);
+          assert.strictEqual(await nsOf(`ns-default-${i}`), `ns-default-${i}`);
+        }
+      });
+
+      it('201 for a namespace of 191 characters and for one differing from a taken one only in case', async () => {
+        await app.httpRequest().post('/devices').send({ uuid: 'a', deviceName: 'n', namespace: '班'.repeat(191) }).expect(201);
+        await app.httpRequest().post('/devices').send({ uuid: 'b', deviceName: 'n', namespace: 'Room' }).expect(201);
+        await app.httpRequest().post('/devices').send({ uuid: 'c', deviceName: 'n', namespace: 'room' }).expect(201);
+        assert.strictEqual(await nsOf('a'), '班'.repeat(191));
+        assert.strictEqual(await nsOf('c'), 'room');
+      });
+
+      it('409 该 namespace 已被使用 when another device has it (given or its uuid default); nothing is created', async () => {
+        await app.httpRequest().post('/devices').send({ uuid: 'first', deviceName: 'n', namespace: 'taken' }).expect(201);
+        for (const namespace of [ 'taken', ' taken ' ]) {
+          const res = await app.httpRequest().post('/devices').send({ uuid: 'second', deviceName: 'n', namespace }).expect(409);
+          assert.deepStrictEqual(res.body, err('该 namespace 已被使用'));
+        }
+        await app.httpRequest().post('/devices').send({ uuid: 'third', deviceName: 'n' }).expect(201);
+        const res = await app.httpRequest().post('/devices').send({ uuid: 'fourth', deviceName: 'n', namespace: 'third' }).expect(409);
+        assert.deepStrictEqual(res.body, err('该 namespace 已被使用'));
+        await app.httpRequest().get('/devices/second').expect(404);
+        await app.httpRequest().get('/devices/fourth').expect(404);
+        assert.strictEqual(await app.model.AutoAuthConfig.count(), 2);
+        // Another device's uuid is free as a namespace when that device's namespace is something else.
+        await app.httpRequest().post('/devices').send({ uuid: 'fifth', deviceName: 'n', namespace: 'first' }).expect(201);
+      });
+
+      it('409 设备UUID已存在 first when both the uuid and the namespace are taken', async () => {
+        await app.httpRequest().post('/devices').send({ uuid: 'dup', deviceName: 'n', namespace: 'ns' }).expect(201);
+        const res = await app.httpRequest().post('/devices').send({ uuid: 'dup', deviceName: 'n', namespace: 'ns' }).expect(409);
+        assert.deepStrictEqual(res.body, err('设备UUID已存在'));
+      });
+
+      it('400 with a clear message for a namespace over 191 characters, not a string, or with control characters', async () => {
+        let res = await app.httpRequest().post('/devices').send({ uuid: 'd', deviceName: 'n', namespace: 'n'.repeat(192) }).expect(400);
+        assert.deepStrictEqual(res.body, err('namespace 无效：需要 1 到 191 个字符的字符串', { field: 'namespace', max: 191 }));
+        for (const namespace of [ 42, true, { a: 1 }, [ 'x' ]]) {
+          res = await app.httpRequest().post('/devices').send({ uuid: 'd', deviceName: 'n', namespace }).expect(400);
+          assert.deepStrictEqual(res.body, err('namespace 必须是字符串', { field: 'namespace' }));
+        }
+        for (const namespace of [ 'a\u0000b', 'a\u001bb' ]) {
+          res = await app.httpRequest().post('/devices').send({ uuid: 'd', deviceName: 'n', namespace }).expect(400);
+          assert.deepStrictEqual(res.body, err('namespace 不能包含控制字符', { field: 'namespace' }));
+        }
+        await app.httpRequest().get('/devices/d').expect(404);
+      });
+
+      it('creates the default auto-auth config: the namespace alone then gives a classroom, writable token that works', async () => {
+        const created = await app.httpRequest().post('/devices').send({ uuid: 'fresh', deviceName: 'Fresh', namespace: 'fresh-ns' }).expect(201);
+        const rows = await app.model.AutoAuthConfig.findAll({ raw: true }) as unknown as Array<Record<string, unknown>>;
+        assert.strictEqual(rows.length, 1);
+        assert.deepStrictEqual([ rows[0].deviceId, rows[0].password, rows[0].deviceType, !!Number(rows[0].isReadOnly) ], [ created.body.device.id, null, 'classroom', false ]);
+        const login = await app.httpRequest().post('/apps/auth/token').send({ namespace: 'fresh-ns', appId: 'classworks' }).expect(201);
+        assert.deepStrictEqual([ login.body.deviceType, login.body.isReadOnly ], [ 'classroom', false ]);
+        const info = await app.httpRequest().get('/kv/_info').set('x-app-token', login.body.token).expect(200);
+        assert.strictEqual(info.body.device.id, created.body.device.id);
+        assert.strictEqual(info.body.device.name, 'Fresh');
+        await app.httpRequest().post('/kv/hello').set('x-app-token', login.body.token).send({ a: 1 }).expect(200);
+      });
+    });
   });
 
   describe('[GET /devices/online] online()', () => {

@@ -1,0 +1,77 @@
+import assert from 'node:assert';
+import type { Context } from 'egg';
+import { app } from 'egg-mock/bootstrap';
+import { HttpError } from '../../../app/lib/errors';
+import { failOpen, failureThrottle, tooManyAttempts } from '../../../app/lib/throttle';
+import { overrideRateLimits, restoreRateLimits } from '../../support/factories';
+
+/** A context whose shared state is unreachable (every call rejects as ioredis does when Redis is down). */
+function unreachableCtx(warnings: unknown[][]) {
+  const down = () => Promise.reject(new Error('Connection is closed.'));
+  return {
+    app: { settings: { rateLimit: { password: 1, windowMs: 60000 } }, sharedState: { ratePeek: down, rateHit: down } },
+    logger: { warn: (...args: unknown[]) => warnings.push(args) },
+  } as unknown as Context;
+}
+
+describe('test/app/lib/throttle.test.ts', () => {
+  afterEach(() => restoreRateLimits());
+
+  describe('failureThrottle()', () => {
+    it('lets attempts through until the limit of failures, then check() throws the 429 with its headers', async () => {
+      overrideRateLimits({ password: 2 });
+      const ctx = app.mockContext();
+      const throttle = failureThrottle(ctx, 'test', 'ip|thing');
+      await throttle.check();
+      await throttle.fail();
+      await throttle.check();
+      await throttle.fail();
+      const err = await throttle.check().then(() => undefined, (e: unknown) => e);
+      assert.ok(err instanceof HttpError);
+      assert.strictEqual(err.status, 429);
+      assert.strictEqual(err.message, '密码尝试次数过多，请稍后再试');
+      assert.strictEqual(err.code, 'TOO_MANY_ATTEMPTS');
+      const retryAfter = Number(err.headers?.['Retry-After']);
+      assert.ok(retryAfter >= 1 && retryAfter <= 60);
+      assert.deepStrictEqual(err.details, { limit: 2, windowSeconds: 60, retryAfter });
+      // Other ids and buckets are counted apart.
+      await failureThrottle(ctx, 'test', 'ip|other').check();
+      await failureThrottle(ctx, 'other', 'ip|thing').check();
+    });
+
+    it('does nothing when RATE_LIMIT_PASSWORD is 0', async () => {
+      overrideRateLimits({ password: 0 });
+      const throttle = failureThrottle(app.mockContext(), 'test', 'off');
+      for (let i = 0; i < 5; i++) await throttle.fail();
+      await throttle.check();
+    });
+
+    it('fails open: with shared state unreachable, check() and fail() pass and a warning is logged', async () => {
+      const warnings: unknown[][] = [];
+      const throttle = failureThrottle(unreachableCtx(warnings), 'pwfail', 'x');
+      await throttle.check();
+      await throttle.fail();
+      await throttle.check();
+      assert.strictEqual(warnings.length, 3);
+      assert.deepStrictEqual(warnings[0], [ '[%s] shared state unavailable, not throttling: %s', 'throttle:pwfail', 'Connection is closed.' ]);
+    });
+  });
+
+  describe('failOpen()', () => {
+    it('answers the operation\'s result, or undefined when it fails', async () => {
+      const warnings: unknown[][] = [];
+      const ctx = unreachableCtx(warnings);
+      assert.strictEqual(await failOpen(ctx, 'l', async () => 7), 7);
+      assert.strictEqual(await failOpen(ctx, 'l', () => Promise.reject(new Error('down'))), undefined);
+      assert.strictEqual(warnings.length, 1);
+    });
+  });
+
+  describe('tooManyAttempts()', () => {
+    it('is the contract\'s 429: RateLimit-Policy, RateLimit and Retry-After (at least 1 s)', () => {
+      const e = tooManyAttempts(10, 60000, 200);
+      assert.deepStrictEqual(e.headers, { 'RateLimit-Policy': '10;w=60', RateLimit: 'limit=10, remaining=0, reset=1', 'Retry-After': '1' });
+      assert.deepStrictEqual(e.details, { limit: 10, windowSeconds: 60, retryAfter: 1 });
+    });
+  });
+});
