@@ -25,11 +25,15 @@ export function isEventPayload(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v) && !ArrayBuffer.isView(v);
 }
 
-/** The event name of a send-event payload (trimmed), or undefined when `type` is not 1..100 characters after trimming. */
+/**
+ * The event name of a send-event payload (trimmed), or undefined when `type` is not 1..100
+ * characters after trimming, not well-formed Unicode, or holds control characters.
+ */
 export function eventType(v: unknown): string | undefined {
   if (typeof v !== 'string') return undefined;
   const t = v.trim();
-  return isIdentifier(t, MAX_TYPE_LENGTH) ? t : undefined;
+  // eslint-disable-next-line no-control-regex
+  return isIdentifier(t, MAX_TYPE_LENGTH) && !/[\u0000-\u001f\u007f]/.test(t) ? t : undefined;
 }
 
 /** content: a JSON object or null (arrays, scalars, binary and a missing content are not). */

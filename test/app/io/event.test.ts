@@ -141,7 +141,7 @@ describe('test/app/io/event.test.ts', () => {
           for (const args of [[], [ null ], [ 42 ], [ 'chat' ], [ true ], [[{ type: 'chat', content: {} }]], [ Buffer.from('x') ]]) {
             await expectRefused(loner, 'invalid_data_format', ...args);
           }
-          for (const type of [ undefined, '', '   ', 42, null, [ 'chat' ], { a: 1 }, 'x'.repeat(101), ` ${'y'.repeat(101)} `, '\ud800' ]) {
+          for (const type of [ undefined, '', '   ', 42, null, [ 'chat' ], { a: 1 }, 'x'.repeat(101), ` ${'y'.repeat(101)} `, '\ud800', 'a\u0000b', 'line\nbreak', '\u007f' ]) {
             await expectRefused(loner, 'invalid_event_type', { type, content: [] });
           }
           for (const content of [[], [ 1 ], 'text', 42, true, undefined, Buffer.from('bin') ]) {
@@ -184,6 +184,11 @@ describe('test/app/io/event.test.ts', () => {
             await expectRefused(sender, 'reserved_event_type', { type: `\t${type}  `, content: null });
           }
           for (const type of [ 'KV-KEY-CHANGED', 'Joined', 'kv-key-changed-2', 'my-error' ]) await expectSent(sender, { type, content: null });
+          // 100 characters after trimming (code points: 100 emoji are 200 UTF-16 units) is the longest name.
+          for (const type of [ ` ${'z'.repeat(100)}\n`, '😀'.repeat(100) ]) {
+            const { sent } = await expectSent(sender, { type, content: null });
+            assert.strictEqual(sent.eventName, type.trim());
+          }
         });
 
         it('delivers {eventId, content, timestamp, senderId, senderInfo} to every other socket of the device (both tokens, both generations), ' +
