@@ -21,7 +21,8 @@ const IPHONE_SAFARI = 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Ap
 /** senderInfo / tokenInfo of a factory token (test-app, no deviceType, writable, no note) on a Node client. */
 const FACTORY_SENDER = { appId: 'test-app', deviceType: null, deviceName: 'Unknown Device', isReadOnly: false, note: null };
 
-let baseUrl = '';
+/** The in-process server's URL (set in before()). */
+const server = { url: '' };
 
 /** An install with a token kind (deviceType, read-only) and note, as auto-auth and the install route create them. */
 async function installKind(device: TestDevice, opts: { appId?: string; note?: string | null; deviceType?: string | null; isReadOnly?: boolean }) {
@@ -33,7 +34,7 @@ async function installKind(device: TestDevice, opts: { appId?: string; note?: st
 
 /** A client joined with `token` through the handshake (waits for `joined`; earlier events are skipped). */
 async function joined(version: ClientVersion, transport: TransportName, token: string, userAgent?: string): Promise<TestClient> {
-  const client = openClient(baseUrl, { version, transport, token, userAgent });
+  const client = openClient(server.url, { version, transport, token, userAgent });
   await client.waitFor('joined');
   return client;
 }
@@ -49,7 +50,7 @@ async function expectRefused(client: TestClient, reason: string, ...args: unknow
   const label = JSON.stringify(args).slice(0, 120);
   assert.deepStrictEqual(ack, { ok: false, reason }, label);
   const errors = client.payloads('event-error', from);
-  assert.deepStrictEqual(errors, [ reason === 'content_too_large' ? { reason, maxSize: 10240 } : { reason }], label);
+  assert.deepStrictEqual(errors, [ reason === 'content_too_large' ? { reason, maxSize: 10240 } : { reason } ], label);
 }
 
 /** Sends and expects success: returns the ack's eventId and the `event-sent` payload. */
@@ -72,7 +73,7 @@ function received(client: TestClient, name: string, eventId: string, since = 0) 
 
 describe('test/app/io/event.test.ts', () => {
   before(async () => {
-    baseUrl = await startServer();
+    server.url = await startServer();
   });
   afterEach(() => {
     closeAllClients();
@@ -102,7 +103,7 @@ describe('test/app/io/event.test.ts', () => {
           ];
           const plain = await installKind(device, {});
           for (const [ userAgent, echoed, deviceName ] of cases) {
-            const client = openClient(baseUrl, { version, transport, token: plain, userAgent });
+            const client = openClient(server.url, { version, transport, token: plain, userAgent });
             assert.deepStrictEqual(await client.waitFor('joined'), {
               by: 'token', uuid: device.uuid, token: plain,
               tokenInfo: { isReadOnly: false, deviceType: null, deviceName, userAgent: echoed },
@@ -114,7 +115,7 @@ describe('test/app/io/event.test.ts', () => {
         it('deviceName ends with " - <note>" when the token has a note; deviceType and isReadOnly are the token\'s', async () => {
           const device = await createDevice();
           const student = await installKind(device, { note: '张三', deviceType: 'student', isReadOnly: true });
-          const client = openClient(baseUrl, { version, transport, token: student, userAgent: CHROME_WINDOWS });
+          const client = openClient(server.url, { version, transport, token: student, userAgent: CHROME_WINDOWS });
           assert.deepStrictEqual(await client.waitFor('joined'), {
             by: 'token', uuid: device.uuid, token: student,
             tokenInfo: { isReadOnly: true, deviceType: 'student', deviceName: 'Windows 10 (Chrome 120) - 张三', userAgent: CHROME_WINDOWS },
@@ -134,7 +135,7 @@ describe('test/app/io/event.test.ts', () => {
         it('every event-error reason, in the contract\'s order (each payload also fails a later check)', async () => {
           const { device, token } = await deviceWithToken();
           const readOnly = await installKind(device, { isReadOnly: true });
-          const loner = openClient(baseUrl, { version, transport });
+          const loner = openClient(server.url, { version, transport });
           await loner.waitConnected();
           const big = { s: 'x'.repeat(20000) };
           // Not joined, and read-only would not matter: the payload's shape is checked first.
@@ -376,13 +377,13 @@ describe('test/app/io/event.test.ts', () => {
             timestamp: history[0].timestamp,
             requestedBy: { deviceType: 'teacher', deviceName: 'Apple iPhone (Mobile Safari 17) - Ms Li', isReadOnly: false },
           });
-          assert.deepStrictEqual(records.map(r => r.type === 'kv-key-changed' ? r.revision : r.type), [ 1, 'chat', 2, 3, 4, 'notice' ]);
+          assert.deepStrictEqual(records.map(r => (r.type === 'kv-key-changed' ? r.revision : r.type)), [ 1, 'chat', 2, 3, 4, 'notice' ]);
           assert.deepStrictEqual(ack, { ok: true, ...history[0] });
         });
 
         it('invalid parameters: event-history-error invalid_parameters (checked before joining); not joined: not_joined_any_device', async () => {
           const { token } = await deviceWithToken();
-          const loner = openClient(baseUrl, { version, transport });
+          const loner = openClient(server.url, { version, transport });
           await loner.waitConnected();
           const bad: unknown[][] = [
             [{ limit: 0 }], [{ limit: 1001 }], [{ limit: 1.5 }], [{ limit: '10' }], [{ limit: null }], [{ limit: -1 }],
@@ -472,7 +473,7 @@ describe('test/app/io/event.test.ts', () => {
   it('the joined payload of the test support matches what the server sends', async () => {
     const { device, token } = await deviceWithToken();
     for (const combo of COMBINATIONS) {
-      const client = openClient(baseUrl, { version: combo.client, transport: combo.transport, token });
+      const client = openClient(server.url, { version: combo.client, transport: combo.transport, token });
       assert.deepStrictEqual(await client.waitFor('joined'), joinedPayload(device.uuid, token, combo.transport));
       client.close();
     }
