@@ -58,4 +58,6 @@ export default (app: Application) => {
   io.of('/').route('join-token', io.controller.token.join);
   io.of('/').route('leave-token', io.controller.token.leave);
   io.of('/').route('leave-all', io.controller.token.leaveAll);
+  io.of('/').route('send-event', io.controller.event.send);
+  io.of('/').route('get-event-history', io.controller.event.history);
 };

@@ -7,6 +7,7 @@ import type { ValueCache } from '../app/lib/valueCache';
 import type { LogTrimmer } from '../app/lib/logTrimmer';
 import type { DeviceAttributes } from '../app/model/device';
 import type TokenController from '../app/io/controller/token';
+import type EventController from '../app/io/controller/event';
 
 declare module 'egg' {
   interface EggAppConfig {
@@ -40,5 +41,6 @@ declare module 'egg' {
   // app/io (egg-socket.io) is not covered by egg-ts-helper.
   interface CustomController {
     token: TokenController;
+    event: EventController;
   }
 }

@@ -1,7 +1,9 @@
 import type { Application } from 'egg';
 import type { Socket } from 'socket.io';
 import type { KvChange } from './kvEvents';
+import type { TokenInfo } from './tokenCache';
 import { isDatabaseUnavailable } from './errors';
+import { describeUserAgent, deviceNameOf } from './userAgent';
 
 export type AckResult = { ok: true; uuid?: string } | { ok: false; reason: 'missing_token' | 'invalid_token' | 'database_error' };
 
@@ -9,7 +11,22 @@ export type AckResult = { ok: true; uuid?: string } | { ok: false; reason: 'miss
 interface SocketState {
   /** device uuid → tokens this socket joined it with */
   rooms: Map<string, Set<string>>;
+  /** token → what it resolved to, in join order (the most recent join last); only tokens still held. */
+  tokens: Map<string, TokenInfo>;
+  /** The handshake's User-Agent header ("" if none) and the client name parsed from it, once per socket. */
+  userAgent: string;
+  clientName: string;
   closed: boolean;
+}
+
+/** What a socket sends events and reads history as (send-event, get-event-history). */
+export interface SocketChannel {
+  /** The token it joined with most recently (among those it still holds). */
+  token: TokenInfo;
+  /** That token's deviceName: the client's name from its User-Agent, ` - <note>` when the token has one. */
+  deviceName: string;
+  /** Every device room it is in. */
+  devices: Array<{ id: number; uuid: string }>;
 }
 
 /**
@@ -57,7 +74,9 @@ export class Realtime {
     const entry = this.sockets.get(socket.id);
     if (entry) return entry.state;
     if (!socket.connected) return undefined;
-    const state: SocketState = { rooms: new Map(), closed: false };
+    const header = socket.handshake.headers['user-agent'];
+    const userAgent = typeof header === 'string' ? header : '';
+    const state: SocketState = { rooms: new Map(), tokens: new Map(), userAgent, clientName: describeUserAgent(userAgent), closed: false };
     this.sockets.set(socket.id, { socket, state });
     return state;
   }
@@ -85,10 +104,11 @@ export class Realtime {
 
   /**
    * Runs `op` after every earlier operation of this socket: a client that sends
-   * join-token then leave-token (or joins twice) gets them applied in that order,
-   * and events and acks come out in the same order.
+   * join-token then leave-token (or joins twice, or joins then send-event) gets them
+   * applied in that order, and events and acks come out in the same order. `op` must
+   * not throw (a rejection is passed to the caller, the queue goes on).
    */
-  private serial<T>(socket: Socket, op: () => Promise<T>): Promise<T> {
+  serial<T>(socket: Socket, op: () => Promise<T>): Promise<T> {
     const run = (this.queues.get(socket.id) ?? Promise.resolve()).then(op);
     const tail = run.then(() => undefined, () => undefined);
     this.queues.set(socket.id, tail);
@@ -149,6 +169,8 @@ export class Realtime {
       state.rooms.set(uuid, tokens);
     }
     tokens.add(token);
+    state.tokens.delete(token); // re-inserted last: the most recent join
+    state.tokens.set(token, info);
     let holders = this.byToken.get(token);
     if (!holders) {
       holders = new Set();
@@ -167,7 +189,17 @@ export class Realtime {
       return { ok: false, reason: 'invalid_token' };
     }
     this.io.to(uuid).emit('device-joined', { uuid, connections });
-    socket.emit('joined', { by: 'token', uuid });
+    socket.emit('joined', {
+      by: 'token',
+      uuid,
+      token,
+      tokenInfo: {
+        isReadOnly: info.isReadOnly,
+        deviceType: info.deviceType,
+        deviceName: deviceNameOf(state.clientName, info.note),
+        userAgent: state.userAgent,
+      },
+    });
     return { ok: true, uuid };
   }
 
@@ -192,6 +224,7 @@ export class Realtime {
 
   private forget(socketId: string, state: SocketState, uuid: string) {
     for (const token of state.rooms.get(uuid) ?? []) {
+      state.tokens.delete(token);
       const holders = this.byToken.get(token);
       holders?.delete(socketId);
       if (holders && holders.size === 0) this.byToken.delete(token);
@@ -207,6 +240,29 @@ export class Realtime {
     socket.leave(uuid);
     const connections = await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);
     this.io.to(uuid).emit('device-left', { uuid, connections });
+  }
+
+  /** The socket's current token and device rooms; undefined when it is in no device room. */
+  channelOf(socket: Socket): SocketChannel | undefined {
+    const state = this.sockets.get(socket.id)?.state;
+    if (!state || state.closed || state.rooms.size === 0) return undefined;
+    let token: TokenInfo | undefined;
+    for (const info of state.tokens.values()) token = info;
+    if (!token) return undefined;
+    const devices: SocketChannel['devices'] = [];
+    for (const [ uuid, tokens ] of state.rooms) {
+      const first = state.tokens.get(tokens.values().next().value ?? '');
+      if (first) devices.push({ id: first.deviceId, uuid });
+    }
+    return { token, deviceName: deviceNameOf(state.clientName, token.note), devices };
+  }
+
+  /**
+   * Sends `event` to every socket in the device rooms `uuids` but `from`, on every worker
+   * and instance (one broadcast: a socket in several of the rooms receives it once).
+   */
+  relay(from: Socket, uuids: string[], event: string, payload: unknown) {
+    from.to(uuids).emit(event, payload);
   }
 
   /** Runs after a socket disconnected (connection middleware, after `await next()`). */
@@ -231,6 +287,7 @@ export class Realtime {
     for (const socketId of holders) {
       const entry = this.sockets.get(socketId);
       if (!entry) continue;
+      entry.state.tokens.delete(token);
       const tokens = entry.state.rooms.get(uuid);
       tokens?.delete(token);
       if (tokens && tokens.size > 0) continue; // still joined with another valid token

@@ -1,6 +1,7 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import { deviceWithToken } from '../support/factories';
+import { openClient, startServer, stopServer } from '../support/socket';
 
 const EMPTY_VALUE = { success: false, message: '请提供有效的JSON值', details: null };
 const POISON = { success: false, message: '请求体包含不允许的属性名 __proto__', details: null, code: 'FORBIDDEN_PROPERTY' };
@@ -275,6 +276,61 @@ describe('test/app/hostile.test.ts', () => {
       await post('/kv/n', 'application/json', '{"\\u0000":"\\u0000"}').expect(200);
       assert.deepStrictEqual((await app.httpRequest().get('/kv/n').set('x-app-token', token).expect(200)).body, { '\u0000': '\u0000' });
       assertInvalidJson(await post('/kv/raw', 'application/json', '{"a":"x\u0000y"}'));
+    });
+  });
+
+  describe('socket: junk send-event and get-event-history payloads', () => {
+    let url = '';
+    before(async () => {
+      url = await startServer();
+    });
+    after(() => stopServer());
+
+    it('every junk payload is answered with a refusal (or relayed when valid), the socket stays connected, nothing is polluted, the server keeps answering', async () => {
+      app.mockLog('coreLogger');
+      app.mockLog('logger');
+      const deep = JSON.parse('['.repeat(500) + ']'.repeat(500));
+      const junk: unknown[] = [
+        undefined, null, 0, -1, NaN, 'x'.repeat(200000), true, [], [ 1, [ 2 ]], deep, Buffer.from('bin'), { type: deep },
+        { type: { toString: 'x' } }, { type: 'x'.repeat(100000), content: {} }, { type: '\u0000', content: {} },
+        { type: 'ok', content: { big: 'y'.repeat(300000) } }, { type: 'ok', content: deep }, { type: 'ok', content: { deep } },
+        JSON.parse('{"type":"__proto__","content":{"__proto__":{"polluted":1}}}'),
+        JSON.parse('{"type":"constructor","content":{"constructor":{"prototype":{"polluted":1}}}}'),
+        JSON.parse('{"__proto__":{"type":"x","content":{}}}'),
+        { limit: { $gt: 0 } }, { limit: [ 5 ] }, { limit: Infinity }, { offset: Infinity }, { offset: -0 }, { limit: 2 ** 53 },
+        { offset: 2 ** 53 }, { limit: '1; DROP TABLE device_log' }, { offset: 'x' },
+      ];
+      const sockets = [
+        openClient(url, { version: 'v4', transport: 'websocket', token }),
+        openClient(url, { version: 'v2', transport: 'polling', token }),
+        openClient(url, { version: 'v4', transport: 'polling' }), // joined nowhere
+      ];
+      await Promise.all(sockets.slice(0, 2).map(s => s.waitFor('joined')));
+      await sockets[2].waitConnected();
+      for (const s of sockets) {
+        for (const payload of junk) {
+          for (const event of [ 'send-event', 'get-event-history' ]) {
+            const ack = await s.requestWithin(10000, event, payload);
+            assert.strictEqual(typeof ack?.ok, 'boolean', `${event} ${String(JSON.stringify(payload)).slice(0, 60)}: ${JSON.stringify(ack).slice(0, 200)}`);
+            s.send(event, payload, payload); // extra arguments, no ack
+          }
+        }
+        s.send('send-event');
+        s.send('get-event-history');
+      }
+      for (const s of sockets) {
+        assert.strictEqual(s.connected, true);
+        assert.strictEqual(s.disconnectReason, undefined);
+      }
+      // Still served: a valid event is relayed and the history answers.
+      const ack = await sockets[0].request('send-event', { type: 'after-junk', content: { ok: true } });
+      assert.strictEqual(ack.ok, true, JSON.stringify(ack));
+      assert.deepStrictEqual((await sockets[1].waitFor('after-junk')).content, { ok: true });
+      const history = await sockets[1].request('get-event-history', { limit: 1 });
+      assert.strictEqual(history.ok, true);
+      assert.strictEqual(Object.values(history.devices as Record<string, Array<{ type: string }>>)[0][0].type, 'after-junk');
+      await app.httpRequest().get('/check').expect(200);
+      for (const logger of [ 'coreLogger', 'logger' ]) app.notExpectLog(/ERROR|controller execute error/, logger);
     });
   });
 });

@@ -7,7 +7,7 @@
  * Needs `npm run build` first (npm run test:cluster does it).
  */
 import assert from 'node:assert';
-import { closeAllClients, COMBINATIONS, TestClient, TransportName } from '../support/socket';
+import { closeAllClients, COMBINATIONS, joinedPayload, TestClient, TransportName } from '../support/socket';
 import {
   ADDR_W0, ADDR_W1, Cluster,
   closeRedis, deviceWithToken, eventually, joinedClient, pidOfInstance,
@@ -243,7 +243,7 @@ describe('test/cluster/cluster.test.ts', function() {
 
       // The reconnecting client rejoins by its handshake token (a new socket id).
       const rejoined = await doomed.waitFor('joined', () => true, { since: markDoomed, timeoutMs: 30000 });
-      assert.deepStrictEqual(rejoined, { by: 'token', uuid: d.uuid });
+      assert.deepStrictEqual(rejoined, joinedPayload(d.uuid, d.token, doomed.transport));
       assert.notStrictEqual(doomed.id, oldId);
       const newInstance = await instanceOf(d.uuid, doomed);
       assert(after.includes(pidOfInstance(newInstance)), `${newInstance} is not a live worker (${after})`);

@@ -237,6 +237,7 @@ describe('test/fault/hostile.test.ts', () => {
     BODY_LIMIT: '64kb',
     // Hostile input must reach the handlers instead of being stopped by the quotas.
     RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', RATE_LIMIT_KV_DELETE: '0', RATE_LIMIT_KV_BATCH: '0', RATE_LIMIT_PASSWORD: '0',
+    RATE_LIMIT_EVENTS: '0',
   });
   let c: Cluster;
   let device: { uuid: string; token: string };
@@ -292,8 +293,8 @@ describe('test/fault/hostile.test.ts', () => {
     assert.deepStrictEqual(c.grepLogs(/AppWorkerDiedError|AgentWorkerDiedError/), []);
   });
 
-  it(`hostile Socket.IO payloads (seed ${SEED}): wrong types, huge payloads, thousands of join-token emits, unknown ` +
-    'events and garbage frames; no worker dies and the channel still works', async () => {
+  it(`hostile Socket.IO payloads (seed ${SEED}): wrong types, huge payloads, thousands of join-token emits, junk send-event ` +
+    'and get-event-history, unknown events and garbage frames; no worker dies and the channel still works', async () => {
     const r = new Rand(SEED + 1);
     const sockets: TestClient[] = [];
     for (let i = 0; i < 6; i++) {
@@ -307,8 +308,14 @@ describe('test/fault/hostile.test.ts', () => {
       () => ({ token: device.token }), () => ({ apptoken: device.token }), () => ({ token: r.string(64, '0123456789abcdef') }),
       () => ({ __proto__: { token: device.token } }), () => JSON.parse('{"__proto__":{"token":"x"}}'),
       () => Buffer.from(r.bytes(100)), () => ({ nested: JSON.parse('['.repeat(500) + ']'.repeat(500)) }),
+      // send-event / get-event-history shapes
+      () => ({ type: r.pick([ 'chat', ' kv-key-changed ', 'joined', '', 'x'.repeat(101), '\u0000', '\ud800', r.string(20) ]),
+        content: r.pick([ null, {}, [], 'text', 1, { s: 'z'.repeat(r.pick([ 10, 10233, 50000 ])) }, JSON.parse('{"__proto__":{"p":1}}') ]) }),
+      () => ({ type: { $ne: null }, content: { a: 1 } }), () => JSON.parse('{"type":"__proto__","content":{"__proto__":{"polluted":1}}}'),
+      () => ({ limit: r.pick([ 0, 1, 50, 1000, 1001, -1, 1.5, '10', null, 1e300, { $gt: 0 }]), offset: r.pick([ 0, -1, 2 ** 53, 'x', null, 5 ]) }),
     ])();
-    const events = [ 'join-token', 'leave-token', 'leave-all', 'kv-key-changed', 'device-joined', 'unknown', 'joined', 'x'.repeat(1000), '__proto__', 'constructor' ];
+    const events = [ 'join-token', 'leave-token', 'leave-all', 'kv-key-changed', 'device-joined', 'unknown', 'joined', 'x'.repeat(1000), '__proto__', 'constructor',
+      'send-event', 'send-event', 'get-event-history', 'get-event-history' ];
     let emitted = 0;
     for (let round = 0; round < 3000; round++) {
       const s = sockets[round % sockets.length];
@@ -355,6 +362,13 @@ describe('test/fault/hostile.test.ts', () => {
     const res = await request(c, 'POST', '/kv/after-hostile', { body: { ok: true }, headers: { 'x-app-token': device.token } });
     assert.strictEqual(res.status, 200, res.text);
     for (const s of [ a, b ]) await s.waitFor('kv-key-changed', p => p.key === 'after-hostile');
+    // Relayed events and the history still work across the workers.
+    const relayed = await a.request('send-event', { type: 'after-hostile', content: { ok: true } });
+    assert.strictEqual(relayed.ok, true, JSON.stringify(relayed));
+    assert.deepStrictEqual((await b.waitFor('after-hostile', p => p.eventId === relayed.eventId)).content, { ok: true });
+    const history = await b.request('get-event-history', { limit: 1 });
+    assert.strictEqual(history.ok, true, JSON.stringify(history));
+    assert.strictEqual(history.devices[device.uuid][0].eventId, relayed.eventId);
     // Presence counts only what is really connected.
     await eventually(async () => {
       const online = await request(c, 'GET', '/devices/online');

@@ -105,6 +105,8 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Default wait of this client's next(), waitFor() and request(). */
   waitMs?: number;
+  /** User-Agent header of every request (default: what Node clients send, see nodeUserAgent()). */
+  userAgent?: string;
 }
 
 const open = new Set<TestClient>();
@@ -146,6 +148,7 @@ export class TestClient {
       randomizationFactor: 0,
       timeout: opts.connectTimeoutMs ?? WAIT_MS,
       ...(query ? { query } : {}),
+      ...(opts.userAgent !== undefined ? { extraHeaders: { 'User-Agent': opts.userAgent } } : {}),
       ...(opts.localAddress ? { localAddress: opts.localAddress, agent: this.agent } : {}),
     };
     if (this.version === 'v4') {
@@ -298,6 +301,29 @@ export class TestClient {
   }
 }
 
+/**
+ * The User-Agent a Node client sends unless told otherwise: none over websocket (ws sets
+ * none), xmlhttprequest-ssl's default over polling (both client generations).
+ */
+export function nodeUserAgent(transport: TransportName): string {
+  return transport === 'polling' ? 'node-XMLHttpRequest' : '';
+}
+
+/**
+ * The `joined` payload (CONTRACT.md §6.3) for a token of the test factories (no deviceType,
+ * not read-only, no note unless given) and a client with the default User-Agent, whose
+ * deviceName is "Unknown Device" (test/app/io/event.test.ts pins other User-Agents).
+ */
+export function joinedPayload(uuid: string, token: string, transport: TransportName,
+  tokenInfo: Partial<{ isReadOnly: boolean; deviceType: string | null; deviceName: string; userAgent: string }> = {}) {
+  return {
+    by: 'token',
+    uuid,
+    token,
+    tokenInfo: { isReadOnly: false, deviceType: null, deviceName: 'Unknown Device', userAgent: nodeUserAgent(transport), ...tokenInfo },
+  };
+}
+
 /** Opens a client on `url` without waiting for anything. */
 export function openClient(url: string, opts: ClientOptions = {}): TestClient {
   return new TestClient(url, opts);
@@ -381,6 +407,6 @@ export async function connect(combo: Combination, opts: ConnectOptions = {}): Pr
 export async function connectJoined(combo: Combination, token: string, uuid: string, connections: number): Promise<TestClient> {
   const client = await connect(combo, { query: { token } });
   assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid, connections });
-  assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid });
+  assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(uuid, token, combo.transport));
   return client;
 }

@@ -1,14 +1,8 @@
 import { Controller } from 'egg';
 import type { AckResult } from '../../lib/realtime';
+import { socketArgs } from '../../lib/socketArgs';
 
-type Ack = (result: AckResult) => void;
-
-/** Splits egg-socket.io's ctx.args into the payload and the optional ack callback. */
-function parse(args: unknown[]): { payload: unknown; ack?: Ack } {
-  const last = args[args.length - 1];
-  const ack = typeof last === 'function' ? last as Ack : undefined;
-  return { payload: args[0] === last && ack ? undefined : args[0], ack };
-}
+const parse = (args: unknown[]) => socketArgs<AckResult>(args);
 
 function tokenOf(payload: unknown): string | undefined {
   if (typeof payload !== 'object' || payload === null) return undefined;

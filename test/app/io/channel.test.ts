@@ -2,7 +2,7 @@ import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp, TestDevice } from '../../support/factories';
 import {
-  closeAllClients, COMBINATIONS, connect, connectJoined, eventually, startServer, stopServer, TestClient,
+  closeAllClients, COMBINATIONS, connect, connectJoined, eventually, joinedPayload, startServer, stopServer, TestClient,
 } from '../../support/socket';
 
 /**
@@ -60,7 +60,7 @@ describe('test/app/io/channel.test.ts', () => {
           const { device, token } = await deviceWithToken();
           const client = await connect(combo, { query: { token } });
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
           const res = await kvSet(token, 'k', { v: 1 });
           await expectUpsert(client, { uuid: device.uuid, key: 'k', created: true, updatedAt: res.updatedAt });
         });
@@ -69,7 +69,7 @@ describe('test/app/io/channel.test.ts', () => {
           const { device, token } = await deviceWithToken();
           const client = await connect(combo, { query: { apptoken: token } });
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
         });
 
         it('device-joined goes to the whole room, the joiner included', async () => {
@@ -99,7 +99,7 @@ describe('test/app/io/channel.test.ts', () => {
             await kvSet(token, 'k', { v: 1 });
             assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
             assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-            assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+            assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
             client.close();
             await eventually(async () => assert.deepStrictEqual(await online(), { success: true, devices: [] }));
           }
@@ -113,7 +113,7 @@ describe('test/app/io/channel.test.ts', () => {
           assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
           assert.deepStrictEqual(client.events.map(e => e.event), [ 'device-joined', 'joined' ], 'events precede the ack');
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
         });
 
         it('{apptoken} joins too', async () => {
@@ -121,7 +121,7 @@ describe('test/app/io/channel.test.ts', () => {
           const client = await connect(combo);
           assert.deepStrictEqual(await client.request('join-token', { apptoken: token }), { ok: true, uuid: device.uuid });
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
         });
 
         it('without an ack callback: the same two events', async () => {
@@ -129,7 +129,7 @@ describe('test/app/io/channel.test.ts', () => {
           const client = await connect(combo);
           client.send('join-token', { token });
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
         });
 
         it('a payload without a non-empty string token: ack {ok:false,reason:missing_token}, no event', async () => {
@@ -169,7 +169,7 @@ describe('test/app/io/channel.test.ts', () => {
           for (const t of [ token, other ]) {
             assert.deepStrictEqual(await client.request('join-token', { token: t }), { ok: true, uuid: device.uuid });
             assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
-            assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+            assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, t, combo.transport));
             assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
           }
           // Still one subscription per socket: one event per write.
@@ -190,7 +190,7 @@ describe('test/app/io/channel.test.ts', () => {
           assert.deepStrictEqual(joined, { ok: true, uuid: device.uuid });
           assert.deepStrictEqual(left, { ok: true, uuid: device.uuid });
           assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
-          assert.deepStrictEqual(await client.expectNext('joined'), { by: 'token', uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
           assert.deepStrictEqual(await online(), { success: true, devices: [] });
           await kvSet(token, 'k', { v: 1 });
           assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
