@@ -177,7 +177,7 @@ describe('test/database/migrations.test.ts', () => {
       assert.match(c.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
       assert.ok(!Number.isNaN(new Date(c.createdAt as string).getTime()));
     }
-    const [ log ] = await q('SELECT id FROM device_log') as [unknown[], unknown];
+    const [ log ] = await q('SELECT deviceId FROM device_log') as [unknown[], unknown];
     assert.deepStrictEqual(log, []);
 
     // Reverting what was applied gives the 1.1 database back, every row included; then forward again.

@@ -1,5 +1,5 @@
 import assert from 'node:assert';
-import { app, mock } from 'egg-mock/bootstrap';
+import { app } from 'egg-mock/bootstrap';
 import {
   createDevice, deviceWithToken, installApp, ISO_MS, overrideRateLimits, restoreRateLimits, TestDevice,
 } from '../../support/factories';
@@ -67,6 +67,19 @@ async function expectSent(client: TestClient, payload: unknown) {
 }
 
 /** The relayed event `name` with `eventId` as `client` received it. */
+/**
+ * Runs `fn` while the database has no device log (renamed away, then back): every read and
+ * write of the store fails inside the real database.
+ */
+async function withoutDeviceLog<T>(fn: () => Promise<T>): Promise<T> {
+  await app.model.query('ALTER TABLE device_log RENAME TO device_log_away');
+  try {
+    return await fn();
+  } finally {
+    await app.model.query('ALTER TABLE device_log_away RENAME TO device_log');
+  }
+}
+
 function received(client: TestClient, name: string, eventId: string, since = 0) {
   return client.waitFor(name, p => p?.eventId === eventId, { since });
 }
@@ -78,7 +91,6 @@ describe('test/app/io/event.test.ts', () => {
   afterEach(() => {
     closeAllClients();
     restoreRateLimits();
-    mock.restore();
   });
   after(() => stopServer());
 
@@ -331,10 +343,8 @@ describe('test/app/io/event.test.ts', () => {
           const { token } = await deviceWithToken();
           const sender = await joined(version, transport, token);
           const receiver = await joined(other, 'websocket', token);
-          const down = Object.assign(new Error('connect ECONNREFUSED'), { name: 'SequelizeConnectionRefusedError' });
-          app.mockServiceError('changes', 'recordEvent', down);
-          await expectRefused(sender, 'internal_error', { type: 'chat', content: { lost: true } });
-          mock.restore();
+          // The real database refuses the write (the device log is away), nothing is mocked.
+          await withoutDeviceLog(() => expectRefused(sender, 'internal_error', { type: 'chat', content: { lost: true } }));
           const { eventId } = await expectSent(sender, { type: 'chat', content: { lost: false } });
           await received(receiver, 'chat', eventId);
           assert.deepStrictEqual(receiver.payloads('chat').map(p => p.content), [{ lost: false }]);
@@ -407,9 +417,10 @@ describe('test/app/io/event.test.ts', () => {
         it('database failure: event-history-error internal_error', async () => {
           const { token } = await deviceWithToken();
           const member = await joined(version, transport, token);
-          app.mockServiceError('changes', 'history', Object.assign(new Error('gone'), { name: 'SequelizeConnectionError' }));
           const from = member.mark();
-          assert.deepStrictEqual(await member.request('get-event-history'), { ok: false, reason: 'internal_error' });
+          await withoutDeviceLog(async () => {
+            assert.deepStrictEqual(await member.request('get-event-history'), { ok: false, reason: 'internal_error' });
+          });
           assert.deepStrictEqual(member.payloads('event-history-error', from), [{ reason: 'internal_error' }]);
         });
       });
