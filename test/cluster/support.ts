@@ -181,7 +181,7 @@ export async function truncateTables() {
   const conn = await mysql.createConnection(DATABASE_URL);
   try {
     await conn.query('SET FOREIGN_KEY_CHECKS = 0');
-    for (const t of [ 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
     await conn.query('SET FOREIGN_KEY_CHECKS = 1');
   } finally {
     await conn.end();
