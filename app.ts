@@ -9,6 +9,7 @@ import { MysqlKvWriter } from './app/lib/kvWriter';
 import { installQueryTimeout } from './app/lib/queryTimeout';
 import { coalescePublishes } from './app/lib/tickWrites';
 import { LogTrimmer } from './app/lib/logTrimmer';
+import { Metrics } from './app/lib/metrics';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -18,6 +19,8 @@ export default class AppBoot implements IBoot {
   configWillLoad() {
     // First in the whole chain, so egg's body-parser errors are rendered as JSON too.
     this.app.config.coreMiddleware.unshift('errorHandler');
+    // Outside errorHandler: HTTP metrics see the status actually sent, errors included.
+    this.app.config.coreMiddleware.unshift('httpMetrics');
   }
 
   configDidLoad() {
@@ -39,6 +42,15 @@ export default class AppBoot implements IBoot {
       })
       : new MemoryState();
     app.realtime = new Realtime(app);
+    app.metrics = new Metrics({
+      state: app.sharedState,
+      sockets: () => app.io.of('/').sockets.size,
+      joinedTokens: () => app.realtime.joinedTokens(),
+      snapshotEveryMs: s.presenceHeartbeatMs,
+      warn: (message, ...args) => app.coreLogger.warn(message, ...args),
+    });
+    // Every committed change is broadcast to its device room once (app/lib/realtime.ts).
+    app.kvEvents.subscribe(() => app.metrics.eventDelivered('kv-key-changed'));
 
     let lastWarning = 0;
     app.valueCache = new ValueCache(s.valueCacheBytes, app.sharedState, (what, err) => {
@@ -89,10 +101,12 @@ export default class AppBoot implements IBoot {
   async willReady() {
     await this.app.sharedState.start();
     this.app.logTrimmer.start();
+    this.app.metrics.start();
   }
 
   async beforeClose() {
     this.app.logTrimmer.close();
+    this.app.metrics.close();
     await this.app.sharedState.close();
     await this.app.kvWriter?.close();
     this.app.valueCache.close();

@@ -7,6 +7,9 @@ export default (app: Application) => {
 
   router.get('/', controller.home.index);
   router.get('/check', controller.home.check);
+  // Operations (CONTRACT §6.5): readiness and Prometheus metrics; not rate limited.
+  router.get('/ready', controller.metrics.ready);
+  router.get('/metrics', controller.metrics.show);
 
   // `/devices/online` is registered before `/devices/:uuid` (the original answered 404 here).
   router.post('/devices', controller.device.create);

@@ -5,6 +5,7 @@ import type { Realtime } from '../app/lib/realtime';
 import type { MysqlKvWriter } from '../app/lib/kvWriter';
 import type { ValueCache } from '../app/lib/valueCache';
 import type { LogTrimmer } from '../app/lib/logTrimmer';
+import type { Metrics } from '../app/lib/metrics';
 import type { DeviceAttributes } from '../app/model/device';
 import type TokenController from '../app/io/controller/token';
 import type EventController from '../app/io/controller/event';
@@ -22,6 +23,8 @@ declare module 'egg' {
     kvWriter?: MysqlKvWriter;
     /** Keeps device_log within retention, off the write path (app.ts). */
     logTrimmer: LogTrimmer;
+    /** This worker's metrics and the cluster's combined figures (app.ts, app/lib/metrics.ts). */
+    metrics: Metrics;
   }
 
   interface Agent {

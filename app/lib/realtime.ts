@@ -58,6 +58,11 @@ export class Realtime {
     });
   }
 
+  /** Tokens with at least one socket joined on this worker (metrics: online tokens). */
+  joinedTokens(): Iterable<string> {
+    return this.byToken.keys();
+  }
+
   private get io() {
     return this.app.io.of('/');
   }

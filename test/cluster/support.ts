@@ -181,9 +181,9 @@ export async function truncateTables() {
   const conn = await mysql.createConnection(DATABASE_URL);
   try {
     await conn.query('SET FOREIGN_KEY_CHECKS = 0');
-    // device_log too: with foreign key checks off its rows would outlive their device and
-    // show up in the history of the next device given the same id.
-    for (const t of [ 'device_log', 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
+    // Every table: with foreign key checks off, child rows would outlive their device and show
+    // up under the next device given the same id (its history, its configs).
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
     await conn.query('SET FOREIGN_KEY_CHECKS = 1');
   } finally {
     await conn.end();

@@ -1,5 +1,6 @@
 import assert from 'node:assert';
 import { Cluster, DatabaseProbe, World, clusterEnv, deviceWithToken, eventually, probeWhileDatabaseAway, request, sleep } from './support';
+import { parseMetrics, sample } from '../support/metrics';
 
 const OUTAGE_MS = 20000;
 /** Generous: an answer must arrive, but how fast is not asserted. */
@@ -25,7 +26,8 @@ describe('test/fault/mysql-outage.test.ts', () => {
   });
 
   it(`MySQL stopped for ${OUTAGE_MS / 1000} s: every request that needs the database is answered 503 SERVICE_UNAVAILABLE ` +
-    '(none hangs), no worker dies, and the service recovers without a restart', async () => {
+    '(none hangs), GET /ready answers 503 naming the database while /metrics answers 200 with database_up 0, no worker dies, ' +
+    'and the service recovers without a restart (/ready 200 again)', async () => {
     const c = world.cluster;
     const master = c.masterPid;
     const pids = c.workerPids();
@@ -48,6 +50,21 @@ describe('test/fault/mysql-outage.test.ts', () => {
     assert.deepStrictEqual(failures, []);
     console.log(`      ${sent} database requests answered 503 during the outage`);
 
+    // Still stopped: readiness says what is down; metrics still answer, without the database's figures.
+    for (const localAddress of VIA) {
+      const ready = await request(c, 'GET', '/ready', { localAddress, timeoutMs: CLIENT_TIMEOUT_MS });
+      assert.deepStrictEqual({ status: ready.status, body: ready.json }, {
+        status: 503,
+        body: { success: false, message: '数据库服务不可用，请稍后重试', details: { database: 'down', redis: 'up' }, code: 'SERVICE_UNAVAILABLE' },
+      });
+      const metrics = await request(c, 'GET', '/metrics', { localAddress, timeoutMs: CLIENT_TIMEOUT_MS });
+      assert.strictEqual(metrics.status, 200, metrics.text);
+      const m = parseMetrics(metrics.text);
+      assert.deepStrictEqual(
+        [ 'database_up', 'redis_up', 'registered_devices_total', 'keys_total' ].map(n => sample(m, `classworks_${n}`)),
+        [ 0, 1, undefined, undefined ]);
+    }
+
     await world.db.start();
     for (const localAddress of VIA) {
       await eventually(async () => {
@@ -56,6 +73,10 @@ describe('test/fault/mysql-outage.test.ts', () => {
       }, 30000, 250);
       const write = await request(c, 'POST', '/kv/after', { body: { ok: true }, headers: auth, localAddress });
       assert.strictEqual(write.status, 200, write.text);
+      const ready = await request(c, 'GET', '/ready', { localAddress });
+      assert.deepStrictEqual({ status: ready.status, body: ready.json }, { status: 200, body: { status: 'ready' } });
+      const m = parseMetrics((await request(c, 'GET', '/metrics', { localAddress })).text);
+      assert.deepStrictEqual([ sample(m, 'classworks_database_up'), sample(m, 'classworks_registered_devices_total') ], [ 1, 1 ]);
     }
     assert.strictEqual(c.masterPid, master);
     assert.deepStrictEqual(c.workerPids(), pids);

@@ -1,6 +1,16 @@
 import assert from 'node:assert';
 import type { TestClient } from '../support/socket';
 import { Cluster, World, deviceWithToken, eventually, online, request, sleep } from './support';
+import { parseMetrics, sample } from '../support/metrics';
+
+/** The figures of GET /metrics through `localAddress` this test looks at. */
+async function figures(c: Cluster, localAddress: string) {
+  const res = await request(c, 'GET', '/metrics', { localAddress });
+  assert.strictEqual(res.status, 200, res.text);
+  const m = parseMetrics(res.text);
+  return Object.fromEntries([ 'online_devices_total', 'sockets_connected', 'metrics_workers', 'registered_devices_total', 'database_up', 'redis_up' ]
+    .map(n => [ n, sample(m, `classworks_${n}`) ]));
+}
 
 /** Steady KV reads and writes through both workers; records every answer. */
 class KvLoad {
@@ -65,14 +75,19 @@ describe('test/fault/redis-outage.test.ts', () => {
   }
 
   it('Redis killed and restarted empty under load: HTTP KV keeps answering 200 (rate limits fail open; only ' +
-    '/devices/online and device codes answer 503), ' +
-    'broadcasts across workers and presence come back by themselves, no worker restarts', async () => {
+    '/devices/online and device codes answer 503), /ready answers 503 naming Redis, /metrics 200 with the local figures and ' +
+    'redis_up 0; broadcasts across workers, presence and the cluster-wide metrics come back by themselves, no worker restarts', async () => {
     const c = world.cluster;
     const master = c.masterPid;
     const pids = c.workerPids();
     assert.notStrictEqual(await c.workerFor('127.0.0.2'), await c.workerFor('127.0.0.3'));
     await broadcastReaches('127.0.0.2', onB, 'before');
     assert.deepStrictEqual(await online(c), { 'dev-r': 2 });
+    // One token joined on both workers: one online token, two sockets, whichever worker answers.
+    const whole = { online_devices_total: 1, sockets_connected: 2, metrics_workers: 2, registered_devices_total: 1, database_up: 1, redis_up: 1 };
+    for (const localAddress of [ '127.0.0.2', '127.0.0.3' ]) {
+      await eventually(async () => assert.deepStrictEqual(await figures(c, localAddress), whole), 10000);
+    }
 
     const limited = await request(c, 'GET', '/kv/_info', { headers: { 'x-app-token': token } });
     assert.strictEqual(limited.headers['ratelimit-policy'], '1024;w=60');
@@ -95,6 +110,12 @@ describe('test/fault/redis-outage.test.ts', () => {
       const info = await request(c, 'GET', '/kv/_info', { localAddress, headers: { 'x-app-token': token } });
       assert.strictEqual(info.status, 200, info.text);
       assert.strictEqual(info.headers['ratelimit-policy'], undefined, 'rate limiting fails open: no quota headers');
+      const ready = await request(c, 'GET', '/ready', { localAddress });
+      assert.deepStrictEqual([ ready.status, ready.json ], [ 503,
+        { success: false, message: 'Redis 服务不可用，请稍后重试', details: { database: 'up', redis: 'down' }, code: 'SERVICE_UNAVAILABLE' }]);
+      // This worker's own figures only.
+      assert.deepStrictEqual(await figures(c, localAddress),
+        { online_devices_total: 1, sockets_connected: 1, metrics_workers: 1, registered_devices_total: 1, database_up: 1, redis_up: 0 });
     }
     await sleep(3000);
 
@@ -103,6 +124,11 @@ describe('test/fault/redis-outage.test.ts', () => {
     await broadcastReaches('127.0.0.3', onA, 'after-b');
     await eventually(async () => assert.deepStrictEqual(await online(c, { localAddress: '127.0.0.2' }), { 'dev-r': 2 }), 20000);
     await eventually(async () => assert.deepStrictEqual(await online(c, { localAddress: '127.0.0.3' }), { 'dev-r': 2 }), 20000);
+    for (const localAddress of [ '127.0.0.2', '127.0.0.3' ]) {
+      await eventually(async () => assert.deepStrictEqual(await figures(c, localAddress), whole), 20000);
+      const ready = await request(c, 'GET', '/ready', { localAddress });
+      assert.deepStrictEqual([ ready.status, ready.json ], [ 200, { status: 'ready' }]);
+    }
     await sleep(1000);
     await load.stop();
     console.log(`      load answers: ${JSON.stringify(load.statuses)}`);

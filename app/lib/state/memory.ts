@@ -130,6 +130,15 @@ export class MemoryState implements SharedState {
     for (const d of deviceIds) this.distrusted.set(d, Date.now() + forMs);
   }
 
+  // One worker: nobody else has metrics to share.
+  async metricsSave() {}
+
+  async metricsOthers(): Promise<string[]> {
+    return [];
+  }
+
+  async probe() {}
+
   async publish(message: BusMessage) {
     this.bus.emit('message', message);
   }

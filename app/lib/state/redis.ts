@@ -16,6 +16,7 @@ export interface CommandClient {
   sadd(key: string, ...members: string[]): Promise<number>;
   del(...keys: string[]): Promise<number>;
   mget(...keys: string[]): Promise<Array<string | null>>;
+  ping(): Promise<string>;
 }
 
 const LUA = {
@@ -84,6 +85,25 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 return #members`,
+  // KEYS: the worker's snapshot, the set of workers. ARGV: snapshot, TTL (ms), instance id.
+  metricsSave: `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1`,
+  // KEYS: the set of workers. ARGV: snapshot key prefix. Returns {id, snapshot, ...};
+  // workers whose snapshot expired leave the set.
+  metricsCollect: `
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then
+    out[#out + 1] = id
+    out[#out + 1] = v
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out`,
 };
 
 type ScriptName = keyof typeof LUA;
@@ -204,6 +224,8 @@ export class RedisState implements SharedState {
       await this.run('presenceSweep', [ this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices'), this.key('presence', 'instances') ],
         [ this.key('presence', 'dev', ''), this.instanceId ]);
       await this.client.del(this.key('presence', 'alive', this.instanceId));
+      // Counters of a stopped worker leave the cluster's sums at once (not at TTL expiry).
+      await this.client.del(this.key('metrics', 'snap', this.instanceId));
     } catch {
       // Redis may be gone already; the TTL cleans up.
     }
@@ -324,6 +346,23 @@ export class RedisState implements SharedState {
     const results = await pipe.exec();
     const failed = results.find(([ err ]) => err);
     if (failed) throw failed[0];
+  }
+
+  /** `ckv:metrics:snap:<instanceId>`, PX = PRESENCE_TTL_MS (renewed every heartbeat by app/lib/metrics.ts). */
+  async metricsSave(snapshot: string) {
+    await this.run('metricsSave', [ this.key('metrics', 'snap', this.instanceId), this.key('metrics', 'instances') ],
+      [ snapshot, this.opts.ttlMs, this.instanceId ]);
+  }
+
+  async metricsOthers(): Promise<string[]> {
+    const flat = await this.run('metricsCollect', [ this.key('metrics', 'instances') ], [ this.key('metrics', 'snap', '') ]) as string[];
+    const out: string[] = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) if (flat[i] !== this.instanceId) out.push(flat[i + 1]);
+    return out;
+  }
+
+  async probe() {
+    await this.client.ping();
   }
 
   async publish(message: BusMessage) {

@@ -67,6 +67,16 @@ export interface SharedState {
    */
   kvRevisionsDistrust(deviceIds: number[], forMs: number): Promise<void>;
 
+  /**
+   * Stores this worker's metrics snapshot (app/lib/metrics.ts). It lives as long as the
+   * presence heartbeat of a worker: a worker that stops renewing it (crashed) drops out.
+   */
+  metricsSave(snapshot: string): Promise<void>;
+  /** The latest snapshots of every other live worker, on every instance. */
+  metricsOthers(): Promise<string[]>;
+  /** Resolves when the store answers (readiness and health probes); rejects otherwise. */
+  probe(): Promise<void>;
+
   /** Sends a message to every worker of every instance, this one included. */
   publish(message: BusMessage): Promise<void>;
   onMessage(handler: (message: BusMessage) => void): void;
