@@ -79,6 +79,7 @@ export default class EventsService extends Service {
       return this.refuse(socket, 'internal_error');
     }
     this.app.realtime.relay(socket, channel.devices.map(d => d.uuid), name, event);
+    this.app.metrics.eventDelivered(name, channel.devices.length);
     socket.emit('event-sent', { eventId: event.eventId, eventName: name, timestamp, targetDevices: channel.devices.length, senderInfo: info });
     return { ok: true, eventId: event.eventId };
   }

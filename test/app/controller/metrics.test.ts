@@ -129,8 +129,15 @@ describe('test/app/controller/metrics.test.ts', () => {
       await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ x: 1, y: [], z: {} }).expect(200);
       await app.httpRequest().delete('/kv/one').set('x-app-token', token).expect(204);
       await app.httpRequest().get('/kv/x').set('x-app-token', token).expect(200); // reads broadcast nothing
-      app.metrics.eventDelivered('notification');
-      app.metrics.eventDelivered('chat-message', 2);
+      // Relayed by real sockets: one event to one device room, one to the two rooms a socket joined.
+      const other = await deviceWithToken();
+      const single = await connect(COMBINATIONS[0], { query: { token } });
+      await single.waitFor('joined');
+      const both = await connect(COMBINATIONS[0], { query: { token } });
+      await both.waitFor('joined');
+      assert.strictEqual((await both.request('join-token', { token: other.token })).ok, true);
+      assert.strictEqual((await single.request('send-event', { type: 'notification', content: { text: 'hi' } })).ok, true);
+      assert.strictEqual((await both.request('send-event', { type: 'chat-message', content: null })).ok, true);
       const { text, m } = await scrape();
       const delta = (type: string) => (sample(m, 'classworks_events_delivered_total', { type }) ?? 0) -
         (sample(before, 'classworks_events_delivered_total', { type }) ?? 0);
