@@ -381,14 +381,18 @@ export async function startServer(): Promise<string> {
   return baseUrl;
 }
 
-/** Closes every client still open, then the server (dropping keep-alive and polling connections). */
+/**
+ * Closes every client still open and drops the server's connections (keep-alive, polling).
+ * The server itself keeps listening until the test process exits: supertest (app.httpRequest())
+ * listens on a server that is not listening and closes it after each request, so concurrent
+ * requests on a closed shared server would reset each other (ECONNRESET).
+ */
 export async function stopServer() {
   closeAllClients();
   const s = server;
   server = undefined;
   if (!s?.listening) return;
   s.closeAllConnections();
-  await new Promise<void>(resolve => s.close(() => resolve()));
 }
 
 export interface ConnectOptions {
@@ -403,10 +407,14 @@ export async function connect(combo: Combination, opts: ConnectOptions = {}): Pr
   return client;
 }
 
-/** Connects and joins with `token` through the handshake query; consumes device-joined and joined. */
-export async function connectJoined(combo: Combination, token: string, uuid: string, connections: number): Promise<TestClient> {
+/**
+ * Connects and joins with `token` through the handshake query; consumes device-joined and joined
+ * (`tokenInfo`: what differs from a default token's, e.g. a read-only one).
+ */
+export async function connectJoined(combo: Combination, token: string, uuid: string, connections: number,
+  tokenInfo: Parameters<typeof joinedPayload>[3] = {}): Promise<TestClient> {
   const client = await connect(combo, { query: { token } });
   assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid, connections });
-  assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(uuid, token, combo.transport));
+  assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(uuid, token, combo.transport, tokenInfo));
   return client;
 }

@@ -741,7 +741,7 @@ describe('test/app/controller/kv.test.ts', () => {
       const before = await stored(device.id);
       assert.deepStrictEqual(before.rows, [{ key: 'k', value: '{"v":1}' }]);
       // A socket joined with the read-only token itself: joining works, and it must see no change.
-      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1, { deviceType: 'student', isReadOnly: true });
       const t = ro.token;
       const h = { 'x-app-token': t };
       const tooMany: Record<string, number> = {};
@@ -808,7 +808,7 @@ describe('test/app/controller/kv.test.ts', () => {
 
     it('join-token with a read-only token joins the device room (ack {ok:true, uuid}) and the socket receives changes', async () => {
       const { device, rw, ro } = await readOnlySetup();
-      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1);
+      const client = await connectJoined(COMBINATIONS[0], ro.token, device.uuid, 1, { deviceType: 'student', isReadOnly: true });
       assert.deepStrictEqual(await client.request('join-token', { token: ro.token }), { ok: true, uuid: device.uuid });
       await app.httpRequest().delete('/kv/k').set('x-app-token', rw.token).expect(204);
       const seen = await client.waitFor('kv-key-changed');
