@@ -37,6 +37,14 @@ function redisOptions(url: string) {
   };
 }
 
+/**
+ * The KV writes whose body app/middleware/jsonBody.ts reads instead of egg's bodyParser:
+ * a read-only token's write must be answered 403 before anything about its body (§6.2).
+ */
+function isKvWriteWithBody(ctx: { method: string; path: string }): boolean {
+  return (ctx.method === 'POST' || ctx.method === 'DELETE') && /^\/kv(\/|$)/.test(ctx.path);
+}
+
 export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   const settings = loadSettings();
   const config = {} as PowerPartial<EggAppConfig>;
@@ -49,9 +57,7 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   // jsonBody first: the KV token may sit in a body sent as text or form, and the
   // rate limiter must see it exactly as kvAuth will.
   config.middleware = [ 'jsonBody', 'rateLimit' ];
-  config.jsonBody = {
-    match: (ctx: { method: string; path: string }) => ctx.method === 'POST' && /^\/kv(\/|$)/.test(ctx.path),
-  } as any;
+  config.jsonBody = { match: isKvWriteWithBody } as any;
 
   config.cluster = { listen: { port: settings.port } } as any;
 
@@ -63,6 +69,8 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
 
   config.bodyParser = {
     enable: true,
+    // KV writes are read by jsonBody, after kvAuth may have to refuse a read-only token (§6.2).
+    ignore: isKvWriteWithBody,
     encoding: 'utf8',
     jsonLimit: settings.bodyLimit,
     formLimit: settings.bodyLimit,
