@@ -10,6 +10,7 @@ import { installQueryTimeout } from './app/lib/queryTimeout';
 import { coalescePublishes } from './app/lib/tickWrites';
 import { LogTrimmer } from './app/lib/logTrimmer';
 import { Metrics } from './app/lib/metrics';
+import { CachedFetch } from './app/lib/cachedFetch';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -49,6 +50,7 @@ export default class AppBoot implements IBoot {
       snapshotEveryMs: s.presenceHeartbeatMs,
       warn: (message, ...args) => app.coreLogger.warn(message, ...args),
     });
+    app.metricsCounts = new CachedFetch();
     // Every committed change is broadcast to its device room once (app/lib/realtime.ts).
     app.kvEvents.subscribe(() => app.metrics.eventDelivered('kv-key-changed'));
 
