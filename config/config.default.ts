@@ -3,6 +3,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import type { EggAppConfig, EggAppInfo, PowerPartial } from 'egg';
 import { loadSettings, Settings } from './env';
+import { logPadding } from '../app/lib/logRedaction';
 
 /**
  * egg needs `config.keys` (identical in every worker). The API uses no cookies, so
@@ -151,7 +152,12 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     },
   } as any;
 
-  config.logger = { disableConsoleAfterReady: false } as any;
+  config.logger = {
+    disableConsoleAfterReady: false,
+    // The request prefix of log lines written by the app's loggers while a request is served,
+    // URL redacted (ctx.logger: app.ts); tokens and passwords travel in URLs.
+    paddingMessageFormatter: logPadding,
+  } as any;
 
   return {
     ...config,
