@@ -10,11 +10,22 @@ import { installQueryTimeout } from './app/lib/queryTimeout';
 import { coalescePublishes } from './app/lib/tickWrites';
 import { LogTrimmer } from './app/lib/logTrimmer';
 import { Metrics } from './app/lib/metrics';
+import { CachedFetch } from './app/lib/cachedFetch';
+import { logPadding } from './app/lib/logRedaction';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
 
-  constructor(private readonly app: Application) {}
+  constructor(private readonly app: Application) {
+    // ctx.logger / ctx.coreLogger prefix every line with the request's method and URL; URLs
+    // carry tokens and passwords (/apps/tokens/<token>/…, ?token=…): the prefix is redacted.
+    const ContextLogger = app.ContextLogger;
+    app.ContextLogger = class RedactedContextLogger extends ContextLogger {
+      get paddingMessage() {
+        return logPadding(this.ctx);
+      }
+    };
+  }
 
   configWillLoad() {
     // First in the whole chain, so egg's body-parser errors are rendered as JSON too.
@@ -49,6 +60,7 @@ export default class AppBoot implements IBoot {
       snapshotEveryMs: s.presenceHeartbeatMs,
       warn: (message, ...args) => app.coreLogger.warn(message, ...args),
     });
+    app.metricsCounts = new CachedFetch();
     // Every committed change is broadcast to its device room once (app/lib/realtime.ts).
     app.kvEvents.subscribe(() => app.metrics.eventDelivered('kv-key-changed'));
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import type { EggAppConfig, EggAppInfo, PowerPartial } from 'egg';
 import { loadSettings, Settings } from './env';
+import { logPadding } from '../app/lib/logRedaction';
 
 /**
  * egg needs `config.keys` (identical in every worker). The API uses no cookies, so
@@ -37,6 +38,14 @@ function redisOptions(url: string) {
   };
 }
 
+/**
+ * The KV writes whose body app/middleware/jsonBody.ts reads instead of egg's bodyParser:
+ * a read-only token's write must be answered 403 before anything about its body (§6.2).
+ */
+function isKvWriteWithBody(ctx: { method: string; path: string }): boolean {
+  return (ctx.method === 'POST' || ctx.method === 'DELETE') && /^\/kv(\/|$)/.test(ctx.path);
+}
+
 export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   const settings = loadSettings();
   const config = {} as PowerPartial<EggAppConfig>;
@@ -49,9 +58,7 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   // jsonBody first: the KV token may sit in a body sent as text or form, and the
   // rate limiter must see it exactly as kvAuth will.
   config.middleware = [ 'jsonBody', 'rateLimit' ];
-  config.jsonBody = {
-    match: (ctx: { method: string; path: string }) => ctx.method === 'POST' && /^\/kv(\/|$)/.test(ctx.path),
-  } as any;
+  config.jsonBody = { match: isKvWriteWithBody } as any;
 
   config.cluster = { listen: { port: settings.port } } as any;
 
@@ -63,6 +70,8 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
 
   config.bodyParser = {
     enable: true,
+    // KV writes are read by jsonBody, after kvAuth may have to refuse a read-only token (§6.2).
+    ignore: isKvWriteWithBody,
     encoding: 'utf8',
     jsonLimit: settings.bodyLimit,
     formLimit: settings.bodyLimit,
@@ -143,7 +152,12 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     },
   } as any;
 
-  config.logger = { disableConsoleAfterReady: false } as any;
+  config.logger = {
+    disableConsoleAfterReady: false,
+    // The request prefix of log lines written by the app's loggers while a request is served,
+    // URL redacted (ctx.logger: app.ts); tokens and passwords travel in URLs.
+    paddingMessageFormatter: logPadding,
+  } as any;
 
   return {
     ...config,

@@ -66,6 +66,8 @@ export interface Settings {
   workers: number;
   /** `GET /metrics` requires `Authorization: Bearer <t>` or `?token=<t>` when set. */
   metricsToken?: string;
+  /** How long each worker reuses its count of devices and keys for `GET /metrics` (ms); 0 counts on every scrape. */
+  metricsCacheMs: number;
   /** KV changes kept per device in the change log (at least; older ones are trimmed). */
   changesRetention: number;
   /** Relayed events kept per device in the history. */
@@ -195,6 +197,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     redisPrefix: raw(env, 'REDIS_PREFIX') ?? 'ckv:',
     workers: readInt(env, 'WORKERS', redisUrl ? os.cpus().length : 1, 1, 256),
     metricsToken: raw(env, 'METRICS_TOKEN'),
+    metricsCacheMs: readInt(env, 'METRICS_CACHE_MS', 15000, 0, 3600000),
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,
     appKeys: raw(env, 'APP_KEYS'),

@@ -5,7 +5,8 @@ import type { Realtime } from '../app/lib/realtime';
 import type { MysqlKvWriter } from '../app/lib/kvWriter';
 import type { ValueCache } from '../app/lib/valueCache';
 import type { LogTrimmer } from '../app/lib/logTrimmer';
-import type { Metrics } from '../app/lib/metrics';
+import type { DatabaseCounts, Metrics } from '../app/lib/metrics';
+import type { CachedFetch } from '../app/lib/cachedFetch';
 import type { DeviceAttributes } from '../app/model/device';
 import type TokenController from '../app/io/controller/token';
 import type EventController from '../app/io/controller/event';
@@ -25,6 +26,8 @@ declare module 'egg' {
     logTrimmer: LogTrimmer;
     /** This worker's metrics and the cluster's combined figures (app.ts, app/lib/metrics.ts). */
     metrics: Metrics;
+    /** The devices and keys counts of `GET /metrics`, per worker (app.ts, app/service/metrics.ts). */
+    metricsCounts: CachedFetch<DatabaseCounts>;
   }
 
   interface Agent {

@@ -35,6 +35,12 @@ export interface ClusterFigures {
   redisUp?: boolean;
 }
 
+/** The database's figures (app/service/metrics.ts counts them, cached per worker). */
+export interface DatabaseCounts {
+  registeredDevices: number;
+  keys: number;
+}
+
 interface Snapshot {
   v: 1;
   metrics: MetricJson[];

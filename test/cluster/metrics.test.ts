@@ -20,7 +20,8 @@ describe('test/cluster/metrics.test.ts', function() {
   let cluster: Cluster;
 
   before(async function() {
-    cluster = await startCluster({ workers: 2 });
+    // Counts fresh on every scrape: each test starts from empty tables.
+    cluster = await startCluster({ workers: 2, env: { METRICS_CACHE_MS: '0' } });
   });
 
   beforeEach(async () => {

@@ -29,6 +29,12 @@ describe('test/config/env.test.ts', () => {
       assert.deepStrictEqual([ s.valueCacheBytes, s.kvWriteConnections, s.kvWriteBatch ], [ 0, 2, 1 ]);
     });
 
+    it('reads METRICS_CACHE_MS (default 15 s, 0 = count on every scrape) and refuses a malformed value', () => {
+      assert.strictEqual(loadSettings({}, '/').metricsCacheMs, 15000);
+      assert.strictEqual(loadSettings({ METRICS_CACHE_MS: '0' }, '/').metricsCacheMs, 0);
+      assert.throws(() => loadSettings({ METRICS_CACHE_MS: '15s' }, '/'), ConfigError);
+    });
+
     it('reads DB_QUERY_TIMEOUT_MS; 0 turns the bound off', () => {
       assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '2500' }, '/').dbQueryTimeoutMs, 2500);
       assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '0' }, '/').dbQueryTimeoutMs, 0);

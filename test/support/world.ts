@@ -15,6 +15,7 @@ export async function resetWorld() {
   }
   app.tokenCache.clear();
   app.valueCache.clear(); // the tables were emptied behind its back (revisions start over)
+  app.metricsCounts.clear(); // so are the counts GET /metrics reuses
   const redis = (app as unknown as { redis?: { flushdb(): Promise<unknown> } }).redis;
   if (redis) await redis.flushdb();
   const state = app.sharedState as unknown as Record<'counters' | 'codes' | 'rooms' | 'revisions' | 'distrusted', Map<unknown, unknown> | undefined>;

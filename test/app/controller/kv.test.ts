@@ -1,4 +1,5 @@
 import assert from 'node:assert';
+import http from 'node:http';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp } from '../../support/factories';
 import { closeAllClients, COMBINATIONS, connectJoined, startServer, stopServer } from '../../support/socket';
@@ -789,6 +790,107 @@ describe('test/app/controller/kv.test.ts', () => {
       await put(rw.token, 'marker', { v: 1 }).expect(200);
       const next = await client.expectNext('kv-key-changed');
       assert.deepStrictEqual([ next.key, next.action, next.created ], [ 'marker', 'upsert', true ]);
+    });
+
+    describe('bodies egg\'s parser used to refuse first (jsonBody reads every KV write body)', () => {
+      const INVALID_JSON = (details: unknown) => ({ success: false, message: '请求体不是有效的JSON', details, code: 'INVALID_JSON' });
+      const TOO_LARGE = { success: false, message: '请求体过大', details: null, code: 'PAYLOAD_TOO_LARGE' };
+      const UNSUPPORTED = { success: false, message: '不支持的请求体编码或字符集', details: 'Unsupported Content-Encoding: klingon', code: 'UNSUPPORTED_MEDIA_TYPE' };
+      const over = () => JSON.stringify({ s: 'x'.repeat(2 * 1024 * 1024 + 10) });
+      let serverUrl = '';
+      before(async () => {
+        serverUrl = await startServer();
+      });
+
+      /** The ways a malformed or oversized body reaches a write, with the token in a header or the query. */
+      function badWrites(t: string) {
+        const h = { 'x-app-token': t };
+        const req = () => app.httpRequest();
+        return [
+          [ 'POST /kv/new malformed application/json, header', () => req().post('/kv/new').set(h).set('content-type', 'application/json').send('{"broken"') ],
+          [ 'POST /kv/new malformed application/json, Bearer', () => req().post('/kv/new').set('authorization', `Bearer ${t}`).set('content-type', 'application/json').send('{"broken"') ],
+          [ 'POST /kv/new malformed application/json, ?token', () => req().post(`/kv/new?token=${t}`).set('content-type', 'application/json').send('{"broken"') ],
+          [ 'POST /kv/new malformed application/vnd.api+json', () => req().post('/kv/new').set(h).set('content-type', 'application/vnd.api+json').send('{a:1}') ],
+          [ 'POST /kv/_batchimport malformed application/json', () => req().post('/kv/_batchimport').set(h).set('content-type', 'application/json').send('{"a":') ],
+          [ 'DELETE /kv/k malformed application/json', () => req().delete('/kv/k').set(h).set('content-type', 'application/json').send('{"broken"') ],
+          [ 'POST /kv/new over BODY_LIMIT, application/json', () => req().post('/kv/new').set(h).set('content-type', 'application/json').send(over()) ],
+          [ 'POST /kv/new over BODY_LIMIT, text/plain', () => req().post('/kv/new').set(h).set('content-type', 'text/plain').send(over()) ],
+          [ 'POST /kv/_batchimport over BODY_LIMIT, ?apptoken', () => req().post(`/kv/_batchimport?apptoken=${t}`).set('content-type', 'application/json').send(over()) ],
+          [ 'DELETE /kv/k over BODY_LIMIT, application/json', () => req().delete('/kv/k').set(h).set('content-type', 'application/json').send(over()) ],
+          [ 'POST /kv/new unknown Content-Encoding', () => req().post('/kv/new').set(h).set('content-type', 'application/json').set('content-encoding', 'klingon').send('{"a":1}') ],
+        ] as Array<[string, () => ReturnType<ReturnType<typeof app.httpRequest>['get']>]>;
+      }
+
+      /** Streams a chunked body (no Content-Length) of `bytes` bytes to the in-process server; resolves with the answer. */
+      function streamed(path: string, token: string, bytes: number): Promise<{ status: number; body: unknown }> {
+        return new Promise((resolve, reject) => {
+          const r = http.request(`${serverUrl}${path}`, { method: 'POST', headers: { 'x-app-token': token, 'content-type': 'application/json' } }, res => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', d => { text += d; });
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+          });
+          r.on('error', reject);
+          const chunk = Buffer.alloc(64 * 1024, 'x');
+          r.write('{"s":"');
+          let sent = 0;
+          const pump = () => {
+            while (sent < bytes) {
+              sent += chunk.length;
+              if (!r.write(chunk)) return r.once('drain', pump);
+            }
+            r.end('"}');
+          };
+          pump();
+        });
+      }
+
+      it('403 for a read-only token (header, Bearer or query) whatever the body: malformed JSON, over BODY_LIMIT, unknown encoding; nothing written', async () => {
+        const { device, ro } = await readOnlySetup();
+        const before = await stored(device.id);
+        for (const [ what, request ] of badWrites(ro.token)) {
+          const res = await request();
+          assert.strictEqual(res.status, 403, `${what}: ${res.status} ${res.text.slice(0, 200)}`);
+          assert.deepStrictEqual(res.body, READ_ONLY, what);
+        }
+        assert.deepStrictEqual(await streamed('/kv/new', ro.token, 3 * 1024 * 1024), { status: 403, body: READ_ONLY });
+        assert.deepStrictEqual(await stored(device.id), before);
+      });
+
+      it('a read-write token gets the parser\'s answers: 400 INVALID_JSON, 413 PAYLOAD_TOO_LARGE, 415; nothing written', async () => {
+        const { device, rw } = await readOnlySetup();
+        const before = await stored(device.id);
+        const expected = (what: string, details: unknown) => (/BODY_LIMIT/.test(what) ? [ 413, TOO_LARGE ]
+          : /Encoding/.test(what) ? [ 415, UNSUPPORTED ] : [ 400, INVALID_JSON(details) ]);
+        for (const [ what, request ] of badWrites(rw.token)) {
+          const res = await request();
+          assert.deepStrictEqual([ res.status, res.body ], expected(what, res.body.details), what);
+          if (res.status === 400) assert.match(res.body.details, /JSON/, what);
+        }
+        assert.deepStrictEqual(await streamed('/kv/new', rw.token, 3 * 1024 * 1024), { status: 413, body: TOO_LARGE });
+        assert.deepStrictEqual(await stored(device.id), before);
+        // The connection the oversized answers came on still serves.
+        await put(rw.token, 'after', { ok: true }).expect(200);
+      });
+
+      it('a token inside the body still works (json, text, form-encoded JSON, DELETE form), and body errors without a token elsewhere are answered at once', async () => {
+        const { device, rw, ro } = await readOnlySetup();
+        await app.httpRequest().post('/kv/j').set('content-type', 'application/json').send(JSON.stringify({ token: rw.token, v: 1 })).expect(200);
+        await app.httpRequest().post('/kv/t').set('content-type', 'text/plain').send(JSON.stringify({ apptoken: rw.token, v: 2 })).expect(200);
+        await app.httpRequest().post('/kv/f').type('form').send(JSON.stringify({ token: rw.token, v: 3 })).expect(200);
+        assert.deepStrictEqual((await stored(device.id)).rows, [
+          { key: 'f', value: '{"v":3}' }, { key: 'j', value: '{"v":1}' }, { key: 'k', value: '{"v":1}' }, { key: 't', value: '{"v":2}' },
+        ]);
+        await app.httpRequest().delete('/kv/j').set('content-type', 'application/json').send({ token: rw.token }).expect(204);
+        await app.httpRequest().delete('/kv/t').type('form').send(`token=${rw.token}`).expect(204);
+        assert.deepStrictEqual((await app.httpRequest().delete('/kv/f').type('form').send(`token=${ro.token}`).expect(403)).body, READ_ONLY);
+        // No token outside the body: a malformed or oversized body is answered before authentication.
+        const malformed = await app.httpRequest().post('/kv/x').set('content-type', 'application/json').send('{"token":');
+        assert.deepStrictEqual([ malformed.status, malformed.body.code ], [ 400, 'INVALID_JSON' ]);
+        const big = await app.httpRequest().post('/kv/x').set('content-type', 'application/json').send(over());
+        assert.deepStrictEqual([ big.status, big.body ], [ 413, TOO_LARGE ]);
+        assert.deepStrictEqual((await stored(device.id)).rows, [{ key: 'f', value: '{"v":3}' }, { key: 'k', value: '{"v":1}' }]);
+      });
     });
 
     it('200 for reads with a read-only token: GET /kv, /kv/_keys, /kv/:key, metadata, _info, _token', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert';
-import { app } from 'egg-mock/bootstrap';
+import { app, mock } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp, overrideRateLimits, restoreRateLimits } from '../../support/factories';
 import { COMBINATIONS, closeAllClients, connect, connectJoined, eventually, startServer, stopServer } from '../../support/socket';
 import { parseMetrics, sample } from '../../support/metrics';
@@ -21,6 +21,7 @@ describe('test/app/controller/metrics.test.ts', () => {
     after(() => stopServer());
 
     it('200 text format with the 1.3 gauges: registered devices and keys counted in the database, health 1, one worker', async () => {
+      mock(app.settings, 'metricsCacheMs', 0); // counted on every scrape
       let { m } = await scrape();
       assert.strictEqual(sample(m, 'classworks_registered_devices_total'), 0);
       assert.strictEqual(sample(m, 'classworks_keys_total'), 0);
@@ -42,6 +43,88 @@ describe('test/app/controller/metrics.test.ts', () => {
       await app.httpRequest().delete('/kv/k2').set('x-app-token', a.token).expect(204);
       ({ m } = await scrape());
       assert.strictEqual(sample(m, 'classworks_keys_total'), 2);
+    });
+
+    describe('devices and keys counts (kept per worker for METRICS_CACHE_MS, one count at a time)', () => {
+      const sql = (q: string) => app.model.query(q);
+      /** Inserts a device and one of its keys straight into the tables (behind the app's back). */
+      async function insertRows(uuid: string) {
+        const now = new Date().toISOString().replace('T', ' ').replace('Z', '');
+        await app.model.query('INSERT INTO devices (uuid, name, createdAt, updatedAt) VALUES (?, ?, ?, ?)', { replacements: [ uuid, uuid, now, now ] });
+        const [[{ id }]] = await app.model.query('SELECT id FROM devices WHERE uuid = ?', { replacements: [ uuid ] }) as [[{ id: number }], unknown];
+        await app.model.query('INSERT INTO kv_entries (deviceId, `key`, value, createdAt, updatedAt) VALUES (?, ?, ?, ?, ?)',
+          { replacements: [ id, 'k', '{}', now, now ] });
+      }
+      const counts = async () => {
+        const { m } = await scrape();
+        return [ sample(m, 'classworks_registered_devices_total'), sample(m, 'classworks_keys_total') ];
+      };
+
+      it('200 a second scrape within METRICS_CACHE_MS shows the counts of the first; once the setting is lowered, the new ones', async () => {
+        assert.strictEqual(app.settings.metricsCacheMs, 15000);
+        await insertRows('first');
+        assert.deepStrictEqual(await counts(), [ 1, 1 ]);
+        await insertRows('second');
+        assert.deepStrictEqual(await counts(), [ 1, 1 ]);
+        assert.deepStrictEqual(await counts(), [ 1, 1 ]);
+        mock(app.settings, 'metricsCacheMs', 0);
+        assert.deepStrictEqual(await counts(), [ 2, 2 ]);
+        await sql('DELETE FROM kv_entries');
+        assert.deepStrictEqual(await counts(), [ 2, 0 ]);
+      });
+
+      it('200 for 8 concurrent scrapes that find no fresh counts: the two COUNT queries run once, and every scrape shows them', async () => {
+        mock(app.settings, 'metricsCacheMs', 0);
+        await insertRows('one');
+        const N = 8;
+        let probes = 0;
+        const countQueries = { Device: 0, KvEntry: 0 };
+        let release!: () => void;
+        const released = new Promise<void>(resolve => {
+          release = resolve;
+        });
+        // Every scrape asks for the counts in the same tick as it starts its database probe
+        // (SELECT 1): the device count is held until all N probes are done, so every scrape
+        // has asked for the counts while the first count was still running.
+        app.model.addHook('afterQuery', 'metricsTest', (_options, query) => {
+          if ((query as unknown as { sql?: string }).sql === 'SELECT 1' && ++probes === N) release();
+        });
+        app.model.Device.addHook('beforeCount', 'metricsTest', async () => {
+          countQueries.Device++;
+          await released;
+        });
+        app.model.KvEntry.addHook('beforeCount', 'metricsTest', () => {
+          countQueries.KvEntry++;
+        });
+        try {
+          const answers = await Promise.all(Array.from({ length: N }, () => counts()));
+          assert.deepStrictEqual(answers, Array.from({ length: N }, () => [ 1, 1 ]));
+          assert.deepStrictEqual([ probes, countQueries ], [ N, { Device: 1, KvEntry: 1 }]);
+        } finally {
+          app.model.removeHook('afterQuery', 'metricsTest');
+          app.model.Device.removeHook('beforeCount', 'metricsTest');
+          app.model.KvEntry.removeHook('beforeCount', 'metricsTest');
+          release();
+        }
+      });
+
+      it('200 without the two gauges while the counts do not answer within the probe timeout; database_up stays 1', async () => {
+        let release!: () => void;
+        const released = new Promise<void>(resolve => {
+          release = resolve;
+        });
+        app.model.Device.addHook('beforeCount', 'metricsTest', () => released);
+        try {
+          const { m } = await scrape();
+          assert.deepStrictEqual([ sample(m, 'classworks_registered_devices_total'), sample(m, 'classworks_keys_total'), sample(m, 'classworks_database_up') ],
+            [ undefined, undefined, 1 ]);
+        } finally {
+          app.model.Device.removeHook('beforeCount', 'metricsTest');
+          release();
+        }
+        // The late count fills the cache once it lands.
+        await eventually(async () => assert.deepStrictEqual(await counts(), [ 0, 0 ]));
+      });
     });
 
     it('200 classworks_online_devices_total counts distinct tokens with a joined socket (2 sockets of one token = 1), ' +
