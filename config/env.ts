@@ -24,6 +24,8 @@ export interface RateLimitSettings {
   password: number;
   /** send-event relays per token per window, cluster-wide (0 disables). */
   events: number;
+  /** get-event-history requests per token per window, cluster-wide (0 disables). */
+  history: number;
   /** Window length in milliseconds (60 s, as in the contract). */
   windowMs: number;
 }
@@ -182,6 +184,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
       kvBatch: readInt(env, 'RATE_LIMIT_KV_BATCH', 128),
       password: readInt(env, 'RATE_LIMIT_PASSWORD', 10),
       events: readInt(env, 'RATE_LIMIT_EVENTS', 120),
+      history: readInt(env, 'RATE_LIMIT_HISTORY', 60),
       windowMs: 60000,
     },
     bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),

@@ -83,3 +83,17 @@ export function isRedisUnavailable(err: unknown): boolean {
   const m = e.message ?? '';
   return /Stream isn't writeable|Connection is closed|enableOfflineQueue|ECONNREFUSED|Command timed out/.test(m);
 }
+
+/**
+ * An error as one log-safe line: `name [code]: message`. Not the stack, not the error's
+ * other properties: a Sequelize error carries the failed query with its values (`sql`,
+ * `parent.sql`), and those hold KV tokens (token lookups) and users' event contents.
+ */
+export function describeError(err: unknown): string {
+  if (!err || typeof err !== 'object') return String(err);
+  const e = err as { name?: unknown; code?: unknown; message?: unknown; parent?: { code?: unknown } };
+  const name = typeof e.name === 'string' ? e.name : 'Error';
+  const code = e.code ?? e.parent?.code;
+  const message = typeof e.message === 'string' ? e.message : '';
+  return `${name}${typeof code === 'string' || typeof code === 'number' ? ` [${code}]` : ''}: ${message}`;
+}

@@ -2,10 +2,23 @@ import type { Application } from 'egg';
 import type { Socket } from 'socket.io';
 import type { KvChange } from './kvEvents';
 import type { TokenInfo } from './tokenCache';
-import { isDatabaseUnavailable } from './errors';
+import { describeError, isDatabaseUnavailable } from './errors';
+import { SocketQueues } from './socketQueue';
 import { describeUserAgent, deviceNameOf } from './userAgent';
 
-export type AckResult = { ok: true; uuid?: string } | { ok: false; reason: 'missing_token' | 'invalid_token' | 'database_error' };
+export type AckResult =
+  | { ok: true; uuid?: string }
+  | { ok: false; reason: 'missing_token' | 'invalid_token' | 'database_error' | 'too_many_requests' };
+
+/**
+ * Operations a socket may have queued at once (running one included). Beyond, an
+ * operation is refused at once: joins and leaves answer the ack `too_many_requests`,
+ * send-event and get-event-history their `rate_limited` error (app/io/controller/event.ts).
+ */
+export const MAX_PENDING_OPERATIONS = 64;
+
+/** A join or leave refused because the socket has MAX_PENDING_OPERATIONS queued: the ack only, no event. */
+const tooManyRequests = (): AckResult => ({ ok: false, reason: 'too_many_requests' });
 
 /** What this worker remembers about one of its sockets. */
 interface SocketState {
@@ -38,11 +51,13 @@ export class Realtime {
   private readonly sockets = new Map<string, { socket: Socket; state: SocketState }>();
   /** token → ids of local sockets that joined with it (for revocation). */
   private readonly byToken = new Map<string, Set<string>>();
-  /** socket id → tail of its operation queue (join/leave run one at a time, in arrival order). */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /** Each socket's operations (joins, leaves, send-event, get-event-history) run one at a time, in arrival order. */
+  private readonly queues = new SocketQueues(MAX_PENDING_OPERATIONS);
   /** token → lookups in flight, and the tokens revoked while one was (their answer is stale). */
   private readonly resolving = new Map<string, number>();
   private readonly revokedWhileResolving = new Set<string>();
+  /** token (only while a lookup of it is in flight) → number of `token-updated` received meanwhile. */
+  private readonly updatedWhileResolving = new Map<string, number>();
 
   constructor(private readonly app: Application) {
     app.kvEvents.subscribe(change => this.broadcastChange(change));
@@ -52,6 +67,7 @@ export class Realtime {
         this.revoke(message.token, message.uuid);
       } else if (message.type === 'token-updated') {
         app.tokenCache.delete(message.token);
+        this.refreshToken(message.token).catch(() => undefined);
       } else if (message.type === 'resync') {
         app.tokenCache.clear();
       }
@@ -89,13 +105,19 @@ export class Realtime {
   /**
    * token → device. A revocation that arrives while the lookup runs wins: the row may
    * have been read just before it was deleted, and the socket would then join with a
-   * dead token that no later revocation message would ever remove.
+   * dead token that no later revocation message would ever remove. An update (its note)
+   * that arrives meanwhile makes it look again: the row may have been read before it.
    */
   private async resolve(token: string) {
     this.resolving.set(token, (this.resolving.get(token) ?? 0) + 1);
     try {
-      const info = await this.app.createAnonymousContext().service.appInstall.resolveToken(token);
-      return info && !this.revokedWhileResolving.has(token) ? info : null;
+      let updates = this.updatedWhileResolving.get(token) ?? 0;
+      for (;;) {
+        const info = await this.app.createAnonymousContext().service.appInstall.resolveToken(token);
+        const now = this.updatedWhileResolving.get(token) ?? 0;
+        if (now === updates) return info && !this.revokedWhileResolving.has(token) ? info : null;
+        updates = now;
+      }
     } finally {
       const left = (this.resolving.get(token) ?? 1) - 1;
       if (left > 0) {
@@ -103,24 +125,44 @@ export class Realtime {
       } else {
         this.resolving.delete(token);
         this.revokedWhileResolving.delete(token);
+        this.updatedWhileResolving.delete(token);
       }
+    }
+  }
+
+  /**
+   * The install behind `token` changed (its note; `token-updated`, from any worker): the
+   * sockets of this worker joined with it take the new TokenInfo (senderInfo,
+   * requestedBy), looked up once for all of them. A failed lookup leaves them with what
+   * they had. Never throws.
+   */
+  async refreshToken(token: string): Promise<void> {
+    if (this.resolving.has(token)) this.updatedWhileResolving.set(token, (this.updatedWhileResolving.get(token) ?? 0) + 1);
+    if (!this.byToken.has(token)) return;
+    let info;
+    try {
+      info = await this.resolve(token);
+    } catch (err) {
+      this.app.logger.warn('[realtime] token refresh failed: %s', describeError(err));
+      return;
+    }
+    if (!info) return; // uninstalled meanwhile: its revocation removes it
+    for (const socketId of this.byToken.get(token) ?? []) {
+      const tokens = this.sockets.get(socketId)?.state.tokens;
+      // Map.set on an existing key keeps its place: the most recent join stays the most recent.
+      if (tokens?.has(token)) tokens.set(token, info);
     }
   }
 
   /**
    * Runs `op` after every earlier operation of this socket: a client that sends
    * join-token then leave-token (or joins twice, or joins then send-event) gets them
-   * applied in that order, and events and acks come out in the same order. `op` must
-   * not throw (a rejection is passed to the caller, the queue goes on).
+   * applied in that order, and events and acks come out in the same order. With
+   * MAX_PENDING_OPERATIONS already queued, answers `refused()` at once instead. `op`
+   * must not throw (a rejection is passed to the caller, the queue goes on).
    */
-  serial<T>(socket: Socket, op: () => Promise<T>): Promise<T> {
-    const run = (this.queues.get(socket.id) ?? Promise.resolve()).then(op);
-    const tail = run.then(() => undefined, () => undefined);
-    this.queues.set(socket.id, tail);
-    tail.then(() => {
-      if (this.queues.get(socket.id) === tail) this.queues.delete(socket.id);
-    });
-    return run;
+  serial<T>(socket: Socket, op: () => Promise<T>, refused: () => T): Promise<T> {
+    return this.queues.run(socket.id, op, refused);
   }
 
   /** Room count after a change; falls back to this worker's view if shared state is down. */
@@ -135,17 +177,17 @@ export class Realtime {
 
   /** Joins the token's device room (join-token, or the handshake token). Never throws. */
   join(socket: Socket, token: string): Promise<AckResult> {
-    return this.serial(socket, () => this.doJoin(socket, token));
+    return this.serial(socket, () => this.doJoin(socket, token), tooManyRequests);
   }
 
   /** Leaves the token's device room (leave-token). Never throws. */
   leaveToken(socket: Socket, token: string): Promise<AckResult> {
-    return this.serial(socket, () => this.doLeaveToken(socket, token));
+    return this.serial(socket, () => this.doLeaveToken(socket, token), tooManyRequests);
   }
 
   /** Leaves every device room of this socket (leave-all). Never throws. */
   leaveAll(socket: Socket): Promise<AckResult> {
-    return this.serial(socket, () => this.doLeaveAll(socket));
+    return this.serial(socket, () => this.doLeaveAll(socket), tooManyRequests);
   }
 
   private async doJoin(socket: Socket, token: string): Promise<AckResult> {
@@ -153,9 +195,10 @@ export class Realtime {
     try {
       info = await this.resolve(token);
     } catch (err) {
-      this.app.logger.warn('[realtime] token lookup failed: %s', (err as Error).message);
+      // One line, no stack nor error properties: the failed query (err.sql) holds the token.
+      if (isDatabaseUnavailable(err)) this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
+      else this.app.logger.error('[realtime] token lookup failed: %s', describeError(err));
       const reason = 'database_error' as const;
-      if (!isDatabaseUnavailable(err)) this.app.logger.error(err as Error);
       socket.emit('join-error', { by: 'token', reason });
       return { ok: false, reason };
     }
@@ -213,7 +256,7 @@ export class Realtime {
     try {
       info = await this.resolve(token);
     } catch (err) {
-      this.app.logger.warn('[realtime] token lookup failed: %s', (err as Error).message);
+      this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
       return { ok: false, reason: 'database_error' };
     }
     if (!info) return { ok: false, reason: 'invalid_token' };

@@ -1,5 +1,5 @@
 import { Service } from 'egg';
-import { badRequest, notFound } from '../lib/errors';
+import { badRequest, describeError, notFound } from '../lib/errors';
 import type { AppInstallAttributes } from '../model/appInstall';
 import { isPlainObject } from '../validator/common';
 
@@ -90,18 +90,25 @@ export default class TokensService extends Service {
     return { success: true, token: row.token, note: row.note, updatedAt: row.updatedAt };
   }
 
-  /** Writes the note (updatedAt always moves), then makes every worker forget its cached copy of the token. */
+  /**
+   * Writes the note (updatedAt always moves), then makes every worker forget its cached
+   * copy of the token and refresh its sockets joined with it (senderInfo, requestedBy).
+   * This worker's sockets are refreshed before the answer: a client that sets its name
+   * and then sends an event through this worker is sent with the new name.
+   */
   private async setNoteOf(install: AppInstallAttributes, note: string | null) {
     const updatedAt = new Date();
     const [ affected ] = await this.ctx.model.AppInstall.update({ note, updatedAt }, { where: { id: install.id }, silent: true });
     if (affected === 0) throw notFound('Token 不存在'); // uninstalled meanwhile
     this.app.tokenCache.delete(install.token);
+    await this.app.realtime.refreshToken(install.token);
     try {
       await this.app.sharedState.publish({ type: 'token-updated', token: install.token });
     } catch (err) {
       // The note is written; other workers see it when their cache entry expires or when
-      // they reconnect to Redis (they clear their caches then).
-      this.ctx.logger.warn('[tokens] token update broadcast failed: %s', (err as Error).message);
+      // they reconnect to Redis (they clear their caches then); their sockets joined with
+      // the token keep the old note until they join again.
+      this.ctx.logger.warn('[tokens] token update broadcast failed: %s', describeError(err));
     }
     return { token: install.token, note, deviceType: install.deviceType ?? null, updatedAt };
   }

@@ -58,15 +58,33 @@ export interface HistoryParams {
   offset: number;
 }
 
+export const DEFAULT_HISTORY_LIMIT = 50;
+export const MAX_HISTORY_LIMIT = 1000;
+
+/** A number, or a string holding a decimal number (`"50"`, ` 7 `, `"2.5"`), truncated to an integer; undefined otherwise. */
+function integerLike(v: unknown): number | undefined {
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else if (typeof v === 'string' && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(v)) n = Number(v);
+  else return undefined;
+  return Number.isNaN(n) ? undefined : Math.trunc(n);
+}
+
+const clamp = (n: number, min: number, max: number) => Math.min(max, Math.max(min, n));
+
 /**
- * get-event-history `{limit?, offset?}`: limit an integer 1..1000 (default 50), offset an
- * integer ≥ 0 (default 0); no payload (or null) means the defaults. Undefined when invalid.
+ * get-event-history `{limit?, offset?}`, never refused (1.3 clients send `"50"` or
+ * `2000` and expect an answer): `limit` integer-like, clamped to 1..1000, 50 when
+ * absent or not a number; `offset` integer-like, clamped to 0..2^53-1, 0 when absent
+ * or not a number. A payload that is not an object (none, null, an array, a scalar)
+ * means the defaults.
  */
-export function historyParams(v: unknown): HistoryParams | undefined {
-  if (v === undefined || v === null) return { limit: 50, offset: 0 };
-  if (typeof v !== 'object' || Array.isArray(v)) return undefined;
-  const { limit = 50, offset = 0 } = v as Record<string, unknown>;
-  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > 1000) return undefined;
-  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return undefined;
-  return { limit, offset };
+export function historyParams(v: unknown): HistoryParams {
+  const p = typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : {};
+  const limit = integerLike(p.limit);
+  const offset = integerLike(p.offset);
+  return {
+    limit: limit === undefined ? DEFAULT_HISTORY_LIMIT : clamp(limit, 1, MAX_HISTORY_LIMIT),
+    offset: offset === undefined ? 0 : clamp(offset, 0, Number.MAX_SAFE_INTEGER),
+  };
 }

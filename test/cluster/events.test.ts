@@ -21,7 +21,7 @@ describe('test/cluster/events.test.ts', function() {
   let cluster: Cluster;
 
   before(async function() {
-    cluster = await startCluster({ workers: 2, env: { RATE_LIMIT_EVENTS: '4' } });
+    cluster = await startCluster({ workers: 2, env: { RATE_LIMIT_EVENTS: '4', RATE_LIMIT_HISTORY: '3' } });
   });
 
   beforeEach(async () => {
@@ -102,6 +102,32 @@ describe('test/cluster/events.test.ts', function() {
     });
   });
 
+  describe('[token-updated] lib/realtime refreshToken() across workers', () => {
+    it('a note set through either worker reaches the senderInfo of the token\'s sockets on both workers, without rejoining', async () => {
+      const d = await deviceWithToken(cluster.url);
+      const res = await request(cluster.url, 'POST', `/apps/devices/${encodeURIComponent(d.uuid)}/install/teacher-app`, { body: { deviceType: 'teacher' } });
+      assert.strictEqual(res.status, 201, res.text);
+      const teacher = res.body.token as string;
+      const w0 = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: teacher });
+      const w1 = await joinedClient(cluster.url, { version: 'v2', transport: 'polling', localAddress: ADDR_W1, token: teacher });
+      await onTwoWorkers(d.uuid, w0, w1);
+      const named = await request(cluster.url, 'POST', `/apps/tokens/${teacher}/set-teacher-name`, { body: { name: '王老师' } });
+      assert.strictEqual(named.status, 200, named.text);
+      const info = { appId: 'teacher-app', deviceType: 'teacher', deviceName: 'Unknown Device - 王老师', isReadOnly: false, note: '王老师' };
+      const prefix = cluster.prefix;
+      /** Sends a read receipt; true when it carries the new note. */
+      const sentWithNewNote = async (c: TestClient) => {
+        await resetRateLimits(prefix); // RATE_LIMIT_EVENTS is 4 in this cluster
+        const mark = c.mark();
+        await send(c, 'read-receipt', null);
+        const sent = await c.waitFor('event-sent', undefined, { since: mark });
+        return JSON.stringify(sent.senderInfo) === JSON.stringify(info) ? true : undefined;
+      };
+      // The other worker learns it from the bus: wait for it, one event at a time.
+      for (const c of [ w0, w1 ]) await eventually(`the new note on ${c.transport}`, () => sentWithNewNote(c));
+    });
+  });
+
   describe('[get-event-history] io/controller/event history() across workers', () => {
     it('the same records through either worker: relayed events from both workers and KV writes from both, in order', async () => {
       const d = await deviceWithToken(cluster.url);
@@ -119,9 +145,13 @@ describe('test/cluster/events.test.ts', function() {
         order.push(await send(w1, 'from-w1', { i }));
       }
       await w0.waitFor('from-w1', p => p.eventId === order[order.length - 1]);
-      const h0 = await w0.request('get-event-history', { limit: 100 });
-      const h1 = await w1.request('get-event-history', { limit: 100 });
-      assert.strictEqual(h0.ok, true);
+      const history = async (client: TestClient) => {
+        const mark = client.mark();
+        assert.deepStrictEqual(await client.request('get-event-history', { limit: 100 }), { ok: true });
+        return client.waitFor('event-history', undefined, { since: mark });
+      };
+      const h0 = await history(w0);
+      const h1 = await history(w1);
       assert.deepStrictEqual(h0.devices, h1.devices);
       const records = h0.devices[d.uuid] as Array<Record<string, any>>;
       assert.deepStrictEqual(records.map(r => (r.type === 'kv-key-changed' ? r.key : r.eventId)), order);
@@ -129,6 +159,18 @@ describe('test/cluster/events.test.ts', function() {
       const got = w1.named('from-w0').map(e => e.args[0]);
       assert.deepStrictEqual(records.filter(r => r.type === 'from-w0'), got.map(p => ({ ...p, type: 'from-w0', recordedAt: p.timestamp })));
       assert.deepStrictEqual(h1.requestedBy, { deviceType: null, deviceName: 'Unknown Device', isReadOnly: false });
+    });
+
+    it('RATE_LIMIT_HISTORY=3 is counted cluster-wide: the 4th request of a token is rate_limited on either worker', async () => {
+      const d = await deviceWithToken(cluster.url);
+      const w0 = await joinedClient(cluster.url, { version: 'v4', transport: 'websocket', localAddress: ADDR_W0, token: d.token });
+      const w1 = await joinedClient(cluster.url, { version: 'v2', transport: 'websocket', localAddress: ADDR_W1, token: d.token });
+      await onTwoWorkers(d.uuid, w0, w1);
+      for (const c of [ w0, w1, w0 ]) assert.deepStrictEqual(await c.request('get-event-history'), { ok: true });
+      for (const c of [ w1, w0 ]) {
+        assert.deepStrictEqual(await c.request('get-event-history'), { ok: false, reason: 'rate_limited' });
+        assert.deepStrictEqual(c.payloads('event-history-error'), [{ reason: 'rate_limited' }]);
+      }
     });
   });
 });

@@ -13,7 +13,7 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(s.trustProxy, false);
       assert.strictEqual(s.bodyLimit, '2mb');
       assert.strictEqual(s.batchLimit, 1000);
-      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, events: 120, windowMs: 60000 });
+      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, events: 120, history: 60, windowMs: 60000 });
       assert.strictEqual(s.metricsToken, undefined);
       assert.strictEqual(s.changesRetention, 1000);
       assert.strictEqual(s.workers, 1);
@@ -54,6 +54,8 @@ describe('test/config/env.test.ts', () => {
         RATE_LIMIT_KV_WRITE: '2',
         RATE_LIMIT_KV_DELETE: '3',
         RATE_LIMIT_KV_BATCH: '4',
+        RATE_LIMIT_EVENTS: '5',
+        RATE_LIMIT_HISTORY: '6',
       }, '/srv/kv');
       assert.strictEqual(s.port, 8080);
       assert.deepStrictEqual(s.database, { dialect: 'mysql', url: 'mysql://kv:p%40ss@db.local:3307/classworks' });
@@ -66,6 +68,7 @@ describe('test/config/env.test.ts', () => {
         [ s.rateLimit.ip, s.rateLimit.kvRead, s.rateLimit.kvWrite, s.rateLimit.kvDelete, s.rateLimit.kvBatch ],
         [ 0, 1, 2, 3, 4 ],
       );
+      assert.deepStrictEqual([ s.rateLimit.events, s.rateLimit.history ], [ 5, 6 ]);
     });
 
     it('accepts sqlite:<path> relative to the working directory', () => {

@@ -44,9 +44,10 @@ describe('test/fault/events.test.ts', () => {
   async function historyEverywhere(sockets: TestClient[]): Promise<Array<Record<string, any>>> {
     const answers = [];
     for (const s of sockets) {
+      const mark = s.mark();
       const ack = await s.requestWithin(15000, 'get-event-history', { limit: 1000 });
-      assert.strictEqual(ack.ok, true, JSON.stringify(ack));
-      answers.push(ack.devices[device.uuid]);
+      assert.deepStrictEqual(ack, { ok: true });
+      answers.push((await s.waitFor('event-history', undefined, { since: mark })).devices[device.uuid]);
     }
     for (const a of answers.slice(1)) assert.deepStrictEqual(a, answers[0]);
     return answers[0];

@@ -237,7 +237,7 @@ describe('test/fault/hostile.test.ts', () => {
     BODY_LIMIT: '64kb',
     // Hostile input must reach the handlers instead of being stopped by the quotas.
     RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', RATE_LIMIT_KV_DELETE: '0', RATE_LIMIT_KV_BATCH: '0', RATE_LIMIT_PASSWORD: '0',
-    RATE_LIMIT_EVENTS: '0',
+    RATE_LIMIT_EVENTS: '0', RATE_LIMIT_HISTORY: '0',
   });
   let c: Cluster;
   let device: { uuid: string; token: string };
@@ -327,8 +327,12 @@ describe('test/fault/hostile.test.ts', () => {
       if (round % 200 === 0) await sleep(10);
     }
     // Valid joins in bulk: thousands of acknowledged join-token emits.
+    // A socket holds at most 64 pending operations (app/lib/realtime.ts): beyond, a join is answered too_many_requests at once.
     const acks = await Promise.all(Array.from({ length: 2000 }, (_, i) => sockets[i % 2].requestWithin(30000, 'join-token', { token: device.token })));
-    assert.ok(acks.every(a => a.ok === true && a.uuid === device.uuid), JSON.stringify(acks.find(a => !a.ok)));
+    const refused = (a: any) => a.ok === false && a.reason === 'too_many_requests';
+    assert.ok(acks.every(a => (a.ok === true && a.uuid === device.uuid) || refused(a)), JSON.stringify(acks.find(a => !a.ok && !refused(a))));
+    // Once the queues have drained, a join is served again.
+    for (const s of sockets.slice(0, 2)) assert.deepStrictEqual(await s.requestWithin(30000, 'join-token', { token: device.token }), { ok: true, uuid: device.uuid });
     // Payloads above maxHttpBufferSize (1e6): the server drops that connection, nothing else.
     sockets[4].raw.emit('join-token', { token: 'y'.repeat(2e6) });
     sockets[5].raw.emit('unknown', Buffer.alloc(3e6));
@@ -366,8 +370,9 @@ describe('test/fault/hostile.test.ts', () => {
     const relayed = await a.request('send-event', { type: 'after-hostile', content: { ok: true } });
     assert.strictEqual(relayed.ok, true, JSON.stringify(relayed));
     assert.deepStrictEqual((await b.waitFor('after-hostile', p => p.eventId === relayed.eventId)).content, { ok: true });
-    const history = await b.request('get-event-history', { limit: 1 });
-    assert.strictEqual(history.ok, true, JSON.stringify(history));
+    const mark = b.mark();
+    assert.deepStrictEqual(await b.request('get-event-history', { limit: 1 }), { ok: true });
+    const history = await b.waitFor('event-history', undefined, { since: mark });
     assert.strictEqual(history.devices[device.uuid][0].eventId, relayed.eventId);
     // Presence counts only what is really connected.
     await eventually(async () => {

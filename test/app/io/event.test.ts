@@ -1,10 +1,13 @@
 import assert from 'node:assert';
-import { app } from 'egg-mock/bootstrap';
+import fs from 'node:fs';
+import path from 'node:path';
+import { app, mm } from 'egg-mock/bootstrap';
+import { MAX_PENDING_OPERATIONS } from '../../../app/lib/realtime';
 import {
   createDevice, deviceWithToken, installApp, ISO_MS, overrideRateLimits, restoreRateLimits, TestDevice,
 } from '../../support/factories';
 import {
-  ClientVersion, closeAllClients, COMBINATIONS, joinedPayload, openClient, startServer, stopServer, TestClient, TransportName,
+  ClientVersion, closeAllClients, COMBINATIONS, eventually, joinedPayload, openClient, startServer, stopServer, TestClient, TransportName,
 } from '../../support/socket';
 
 /**
@@ -39,6 +42,34 @@ async function joined(version: ClientVersion, transport: TransportName, token: s
   return client;
 }
 
+/**
+ * get-event-history answered with the ack `{ok:true}` and one `event-history`: returns
+ * that event's payload. `args` as emitted (none: no payload at all).
+ */
+async function historyOf(client: TestClient, ...args: unknown[]) {
+  const from = client.mark();
+  assert.deepStrictEqual(await client.request('get-event-history', ...args), { ok: true }, JSON.stringify(args));
+  const answers = client.payloads('event-history', from);
+  assert.strictEqual(answers.length, 1, `one event-history before the ack: ${JSON.stringify(client.events.slice(from)).slice(0, 500)}`);
+  assert.deepStrictEqual(client.named('event-history-error', from), []);
+  return answers[0];
+}
+
+/** Asks for the history and expects a refusal: `event-history-error {reason}`, then the ack `{ok:false, reason}`. */
+async function expectHistoryError(client: TestClient, reason: string, ...args: unknown[]) {
+  const from = client.mark();
+  assert.deepStrictEqual(await client.request('get-event-history', ...args), { ok: false, reason }, JSON.stringify(args));
+  assert.deepStrictEqual(client.payloads('event-history-error', from), [{ reason }], JSON.stringify(args));
+  assert.deepStrictEqual(client.named('event-history', from), []);
+}
+
+/** The server side of a connected client (in-process server). */
+function serverSocketOf(client: TestClient) {
+  const socket = app.io.of('/').sockets.get(client.id);
+  assert.ok(socket, 'the server knows the client\'s socket');
+  return socket;
+}
+
 async function kvSet(token: string, key: string, value: unknown) {
   return (await app.httpRequest().post(`/kv/${encodeURIComponent(key)}`).set('x-app-token', token).send(value as object).expect(200)).body;
 }
@@ -66,7 +97,6 @@ async function expectSent(client: TestClient, payload: unknown) {
   return { eventId: ack.eventId as string, sent: sent[0] };
 }
 
-/** The relayed event `name` with `eventId` as `client` received it. */
 /**
  * Runs `fn` while the database has no device log (renamed away, then back): every read and
  * write of the store fails inside the real database.
@@ -80,6 +110,7 @@ async function withoutDeviceLog<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The relayed event `name` with `eventId` as `client` received it. */
 function received(client: TestClient, name: string, eventId: string, since = 0) {
   return client.waitFor(name, p => p?.eventId === eventId, { since });
 }
@@ -303,6 +334,30 @@ describe('test/app/io/event.test.ts', () => {
           assert.deepStrictEqual(inB.payloads('chat').map(p => p.content.n), [ 2, 3, 6 ]);
         });
 
+        it('a new note (set-student-name, then PUT note) shows in senderInfo and requestedBy at once, without rejoining', async () => {
+          // 1.3's flow: a phone logs in by namespace with a student token, picks its name, sends a read receipt.
+          const device = await createDevice();
+          const screenToken = await installKind(device, { appId: 'screen', deviceType: 'classroom' });
+          const student = await installKind(device, { appId: 'phone', deviceType: 'student' });
+          await kvSet(screenToken, 'classworks-list-main', [{ id: 1, name: '张三' }]);
+          const phone = await joined(version, transport, student, IPHONE_SAFARI);
+          const screen = await joined(other, 'websocket', screenToken);
+          const anonymous = { appId: 'phone', deviceType: 'student', deviceName: 'Apple iPhone (Mobile Safari 17)', isReadOnly: false, note: null };
+          assert.deepStrictEqual((await expectSent(phone, { type: 'read-receipt', content: { n: 1 } })).sent.senderInfo, anonymous);
+
+          await app.httpRequest().post(`/apps/tokens/${student}/set-student-name`).send({ name: '张三' }).expect(200);
+          const named = { ...anonymous, deviceName: 'Apple iPhone (Mobile Safari 17) - 张三', note: '张三' };
+          const receipt = await expectSent(phone, { type: 'read-receipt', content: { n: 2 } });
+          assert.deepStrictEqual(receipt.sent.senderInfo, named);
+          assert.deepStrictEqual((await received(screen, 'read-receipt', receipt.eventId)).senderInfo, named);
+          assert.deepStrictEqual((await historyOf(phone)).requestedBy, { deviceType: 'student', deviceName: named.deviceName, isReadOnly: false });
+
+          // Cleared again: back to the bare name.
+          await app.httpRequest().put(`/apps/tokens/${student}/note`).send({ note: null }).expect(200);
+          assert.deepStrictEqual((await expectSent(phone, { type: 'read-receipt', content: { n: 3 } })).sent.senderInfo, anonymous);
+          assert.deepStrictEqual((await historyOf(phone)).requestedBy, { deviceType: 'student', deviceName: anonymous.deviceName, isReadOnly: false });
+        });
+
         it('after its token is revoked the socket is in no room: not_joined_any_device', async () => {
           const { device, install, token } = await deviceWithToken();
           const sender = await joined(version, transport, token);
@@ -354,7 +409,7 @@ describe('test/app/io/event.test.ts', () => {
 
       describe('[get-event-history] io/controller/event history()', () => {
         it('event-history {devices:{uuid:[records]}, timestamp, requestedBy}: relayed events as delivered plus type and recordedAt, ' +
-          'interleaved with kv-key-changed records of writes, oldest first; ack {ok:true, ...}', async () => {
+          'interleaved with kv-key-changed records of writes, oldest first; the ack is {ok:true} only', async () => {
           const { device, token } = await deviceWithToken();
           const teacher = await installKind(device, { appId: 'teacher-app', note: 'Ms Li', deviceType: 'teacher' });
           const sender = await joined(version, transport, token);
@@ -369,10 +424,7 @@ describe('test/app/io/event.test.ts', () => {
           const delivered2 = await received(reader, 'notice', e2.eventId);
           const batch = reader.payloads('kv-key-changed').filter(p => p.batch);
 
-          const from = reader.mark();
-          const ack = await reader.request('get-event-history', {});
-          const history = reader.payloads('event-history', from);
-          assert.strictEqual(history.length, 1);
+          const history = [ await historyOf(reader, {}) ];
           assert.match(history[0].timestamp, ISO_MS);
           const records = [
             { uuid: device.uuid, key: 'a', action: 'upsert', created: true, updatedAt: w1.updatedAt, revision: 1, type: 'kv-key-changed', recordedAt: w1.updatedAt },
@@ -388,30 +440,77 @@ describe('test/app/io/event.test.ts', () => {
             requestedBy: { deviceType: 'teacher', deviceName: 'Apple iPhone (Mobile Safari 17) - Ms Li', isReadOnly: false },
           });
           assert.deepStrictEqual(records.map(r => (r.type === 'kv-key-changed' ? r.revision : r.type)), [ 1, 'chat', 2, 3, 4, 'notice' ]);
-          assert.deepStrictEqual(ack, { ok: true, ...history[0] });
         });
 
-        it('invalid parameters: event-history-error invalid_parameters (checked before joining); not joined: not_joined_any_device', async () => {
-          const { token } = await deviceWithToken();
+        it('limit and offset are never refused (clamped, as 1.3 clients expect); not joined: not_joined_any_device', async () => {
+          const { device, token } = await deviceWithToken();
           const loner = openClient(server.url, { version, transport });
           await loner.waitConnected();
-          const bad: unknown[][] = [
-            [{ limit: 0 }], [{ limit: 1001 }], [{ limit: 1.5 }], [{ limit: '10' }], [{ limit: null }], [{ limit: -1 }],
-            [{ offset: -1 }], [{ offset: 0.5 }], [{ offset: '0' }], [{ offset: 1e300 }], [ 42 ], [ 'all' ], [[]], [ true ],
+          // What this server refused as invalid_parameters before: out of range, fractions, numeric strings, junk, no object.
+          const odd: unknown[][] = [
+            [{ limit: 0 }], [{ limit: 2000 }], [{ limit: 1.5 }], [{ limit: '10' }], [{ limit: null }], [{ limit: -1 }], [{ limit: 'all' }],
+            [{ offset: -1 }], [{ offset: 0.5 }], [{ offset: '0' }], [{ offset: 1e300 }], [{ offset: {} }], [ 42 ], [ 'all' ], [[]], [ true ],
           ];
-          const expectHistoryError = async (client: TestClient, reason: string, args: unknown[]) => {
-            const from = client.mark();
-            assert.deepStrictEqual(await client.request('get-event-history', ...args), { ok: false, reason }, JSON.stringify(args));
-            assert.deepStrictEqual(client.payloads('event-history-error', from), [{ reason }], JSON.stringify(args));
-          };
-          for (const args of bad) await expectHistoryError(loner, 'invalid_parameters', args);
-          for (const args of [[], [ null ], [{}], [{ limit: 1000, offset: 5 }]]) await expectHistoryError(loner, 'not_joined_any_device', args);
+          for (const args of [ ...odd, [], [ null ], [{}], [{ limit: 1000, offset: 5 }]]) await expectHistoryError(loner, 'not_joined_any_device', ...args);
           const member = await joined(version, transport, token);
-          for (const args of bad) await expectHistoryError(member, 'invalid_parameters', args);
+          for (const args of odd) assert.deepStrictEqual(Object.keys((await historyOf(member, ...args)).devices), [ device.uuid ]);
           // No ack: the event alone.
           const from = member.mark();
           member.send('get-event-history', { limit: 0 });
-          assert.deepStrictEqual(await member.waitFor('event-history-error', undefined, { since: from }), { reason: 'invalid_parameters' });
+          assert.deepStrictEqual(Object.keys((await member.waitFor('event-history', undefined, { since: from })).devices), [ device.uuid ]);
+        });
+
+        it('rate_limited after RATE_LIMIT_HISTORY requests of one token in the window, whichever socket asks; other tokens are not affected', async () => {
+          overrideRateLimits({ history: 2 });
+          const { device, token } = await deviceWithToken();
+          const otherToken = (await installApp(device, { appId: 'other-app' })).token;
+          const one = await joined(version, transport, token);
+          const two = await joined(other, 'websocket', token);
+          const three = await joined(version, transport, otherToken);
+          await historyOf(one);
+          await historyOf(two, { limit: 1 });
+          await expectHistoryError(one, 'rate_limited', {});
+          await expectHistoryError(two, 'rate_limited');
+          await historyOf(three);
+          // Not joined is answered first and counts nothing.
+          const loner = openClient(server.url, { version, transport });
+          await loner.waitConnected();
+          await expectHistoryError(loner, 'not_joined_any_device');
+          overrideRateLimits({ history: 0 }); // 0 disables
+          await historyOf(one);
+          // Relaying has its own quota.
+          await expectSent(one, { type: 'chat', content: null });
+        });
+
+        it(`a socket with ${MAX_PENDING_OPERATIONS} operations pending: joins and leaves answer too_many_requests (ack only), ` +
+          'send-event event-error rate_limited, get-event-history event-history-error rate_limited, at once; then it works again', async () => {
+          const { device, token } = await deviceWithToken();
+          const client = await joined(version, transport, token);
+          const socket = serverSocketOf(client);
+          // Fill the socket's queue with operations that wait for the test.
+          let release = () => undefined as void;
+          const gate = new Promise<void>(resolve => {
+            release = resolve;
+          });
+          const fill = Array.from({ length: MAX_PENDING_OPERATIONS },
+            () => app.realtime.serial(socket, () => gate.then(() => 'ran'), () => 'refused'));
+          const from = client.mark();
+          try {
+            for (const [ event, args ] of [[ 'join-token', [{ token }]], [ 'leave-token', [{ token }]], [ 'leave-all', []]] as const) {
+              assert.deepStrictEqual(await client.request(event, ...args), { ok: false, reason: 'too_many_requests' }, event);
+            }
+            await expectRefused(client, 'rate_limited', { type: 'chat', content: null });
+            await expectHistoryError(client, 'rate_limited', {});
+            assert.deepStrictEqual(client.events.slice(from).map(e => [ e.event, e.args ]),
+              [[ 'event-error', [{ reason: 'rate_limited' }]], [ 'event-history-error', [{ reason: 'rate_limited' }]]]);
+          } finally {
+            release();
+          }
+          assert.deepStrictEqual(await Promise.all(fill), Array(MAX_PENDING_OPERATIONS).fill('ran'));
+          // Nothing was joined or left meanwhile; the queue takes operations again.
+          await expectSent(client, { type: 'chat', content: null });
+          assert.deepStrictEqual(Object.keys((await historyOf(client)).devices), [ device.uuid ]);
+          assert.deepStrictEqual(await client.request('leave-all'), { ok: true });
         });
 
         it('database failure: event-history-error internal_error', async () => {
@@ -439,9 +538,8 @@ describe('test/app/io/event.test.ts', () => {
     }
 
     async function history(client: TestClient, uuid: string, params?: unknown) {
-      const ack = params === undefined ? await client.request('get-event-history') : await client.request('get-event-history', params);
-      assert.strictEqual(ack.ok, true, JSON.stringify(ack));
-      return (ack.devices[uuid] as Array<{ n: number; type: string; recordedAt: string }>).map(r => r.n);
+      const answer = params === undefined ? await historyOf(client) : await historyOf(client, params);
+      return (answer.devices[uuid] as Array<{ n: number; type: string; recordedAt: string }>).map(r => r.n);
     }
 
     const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -459,7 +557,16 @@ describe('test/app/io/event.test.ts', () => {
       assert.deepStrictEqual(await history(client, device.uuid, { offset: 60 }), []);
       assert.deepStrictEqual(await history(client, device.uuid, { limit: 1000 }), range(1, 60));
       assert.deepStrictEqual(await history(client, device.uuid, { limit: 1 }), [ 60 ]);
-      const one = (await client.request('get-event-history', { limit: 1 })).devices[device.uuid][0];
+      // Clamped, never refused: integer-like numbers and numeric strings; anything else is the default.
+      const clamped: Array<[unknown, number[]]> = [
+        [{ limit: '5' }, range(56, 60) ], [{ limit: ' 7 ' }, range(54, 60) ], [{ limit: 2000 }, range(1, 60) ], [{ limit: 0 }, [ 60 ]],
+        [{ limit: -3 }, [ 60 ]], [{ limit: 2.9 }, [ 59, 60 ]], [{ limit: '2.9' }, [ 59, 60 ]], [{ limit: 1e300 }, range(1, 60) ],
+        [{ limit: null }, range(11, 60) ], [{ limit: 'many' }, range(11, 60) ], [{ limit: [ 5 ] }, range(11, 60) ], [{ limit: '' }, range(11, 60) ],
+        [{ offset: '58' }, [ 1, 2 ]], [{ limit: '2', offset: '3' }, [ 56, 57 ]], [{ offset: -1 }, range(11, 60) ], [{ offset: 0.5 }, range(11, 60) ],
+        [{ offset: 1e300 }, []], [{ offset: 'x' }, range(11, 60) ], [ 42, range(11, 60) ], [ 'all', range(11, 60) ], [[], range(11, 60) ],
+      ];
+      for (const [ params, expected ] of clamped) assert.deepStrictEqual(await history(client, device.uuid, params), expected, JSON.stringify(params));
+      const one = (await historyOf(client, { limit: 1 })).devices[device.uuid][0];
       assert.deepStrictEqual(one, { n: 60, timestamp: '2025-10-25T08:01:00.000Z', type: 'seq', recordedAt: '2025-10-25T08:01:00.000Z' });
     });
 
@@ -471,13 +578,99 @@ describe('test/app/io/event.test.ts', () => {
       await seed(b.device, 2);
       const client = await joined('v2', 'websocket', a.token);
       for (const t of [ b.token, c.token ]) assert.strictEqual((await client.request('join-token', { token: t })).ok, true);
-      const ack = await client.request('get-event-history', { limit: 2 });
-      assert.deepStrictEqual(Object.keys(ack.devices).sort(), [ a.device.uuid, b.device.uuid, c.device.uuid ].sort());
-      assert.deepStrictEqual(ack.devices[a.device.uuid].map((r: { n: number }) => r.n), [ 2, 3 ]);
-      assert.deepStrictEqual(ack.devices[b.device.uuid].map((r: { n: number }) => r.n), [ 1, 2 ]);
-      assert.deepStrictEqual(ack.devices[c.device.uuid], []);
+      const answer = await historyOf(client, { limit: 2 });
+      assert.deepStrictEqual(Object.keys(answer.devices).sort(), [ a.device.uuid, b.device.uuid, c.device.uuid ].sort());
+      assert.deepStrictEqual(answer.devices[a.device.uuid].map((r: { n: number }) => r.n), [ 2, 3 ]);
+      assert.deepStrictEqual(answer.devices[b.device.uuid].map((r: { n: number }) => r.n), [ 1, 2 ]);
+      assert.deepStrictEqual(answer.devices[c.device.uuid], []);
       // requestedBy: the token joined most recently.
-      assert.deepStrictEqual(ack.requestedBy, { deviceType: null, deviceName: 'Unknown Device', isReadOnly: false });
+      assert.deepStrictEqual(answer.requestedBy, { deviceType: null, deviceName: 'Unknown Device', isReadOnly: false });
+    });
+  });
+
+  describe('[token-updated] lib/realtime refreshToken()', () => {
+    it('a note changed on another worker (bus message only): every socket here joined with the token takes it, from one lookup', async () => {
+      const device = await createDevice();
+      const teacher = await installKind(device, { appId: 'teacher-app', deviceType: 'teacher', note: 'old' });
+      const a = await joined('v4', 'websocket', teacher);
+      const b = await joined('v2', 'polling', teacher);
+      const proto = Object.getPrototypeOf(app.createAnonymousContext().service.appInstall);
+      const resolveToken = proto.resolveToken;
+      let lookups = 0;
+      mm(proto, 'resolveToken', function(this: unknown, t: string) {
+        if (t === teacher) lookups += 1;
+        return resolveToken.call(this, t);
+      });
+      // What another worker's set-teacher-name does: write the row, announce it.
+      await app.model.AppInstall.update({ note: 'Ms Li' }, { where: { token: teacher } });
+      await app.sharedState.publish({ type: 'token-updated', token: teacher });
+      const channels = [ a, b ].map(c => serverSocketOf(c));
+      await eventually(() => assert.deepStrictEqual(channels.map(s => app.realtime.channelOf(s)?.token.note), [ 'Ms Li', 'Ms Li' ]));
+      assert.strictEqual(lookups, 1);
+      const sent = await expectSent(b, { type: 'chat', content: null });
+      const info = { appId: 'teacher-app', deviceType: 'teacher', deviceName: 'Unknown Device - Ms Li', isReadOnly: false, note: 'Ms Li' };
+      assert.deepStrictEqual(sent.sent.senderInfo, info);
+      assert.deepStrictEqual((await received(a, 'chat', sent.eventId)).senderInfo, info);
+    });
+  });
+
+  describe('[logs] no KV token and no event content in the log files', () => {
+    /** Every log file of the app (path → its size now). */
+    function logFiles(): Map<string, number> {
+      const dir = app.config.logger.dir;
+      return new Map(fs.readdirSync(dir).filter(f => f.endsWith('.log')).map(f => [ path.join(dir, f), fs.statSync(path.join(dir, f)).size ]));
+    }
+
+    /** Waits until every file transport has written what was logged so far (a marker written after it is in the file). */
+    async function flushed(marker: string) {
+      const files: string[] = [];
+      for (const logger of app.loggers.values()) {
+        const file = logger.get('file') as unknown as { options: { file: string }; log(level: string, args: unknown[], meta: object): void } | undefined;
+        if (!file) continue;
+        file.log('INFO', [ marker ], {});
+        files.push(file.options.file);
+      }
+      await eventually(() => {
+        for (const f of files) assert.ok(fs.readFileSync(f, 'utf8').includes(marker), `${f} flushed`);
+      });
+    }
+
+    it('database failures of send-event, get-event-history and a socket token lookup log one line each, without token or content', async () => {
+      const { device, token } = await deviceWithToken();
+      const fresh = (await installApp(device, { appId: 'fresh-app' })).token; // never looked up yet: not cached
+      // Handshake tokens travel in the query of every request of a polling client.
+      const sender = await joined('v4', 'websocket', token);
+      const reader = await joined('v2', 'polling', token);
+      const secret = `secret-content-${process.pid}-${Date.now()}`;
+      const before = logFiles();
+      await withoutDeviceLog(async () => {
+        await expectRefused(sender, 'internal_error', { type: 'chat', content: { secret } });
+        await expectHistoryError(reader, 'internal_error');
+      });
+      await app.model.query('ALTER TABLE app_installs RENAME TO app_installs_away');
+      try {
+        assert.deepStrictEqual(await reader.request('join-token', { token: fresh }), { ok: false, reason: 'database_error' });
+      } finally {
+        await app.model.query('ALTER TABLE app_installs_away RENAME TO app_installs');
+      }
+      await flushed(`log flush marker ${process.pid}-${Date.now()}`);
+      const written = [ ...logFiles() ].map(([ file, size ]) => {
+        const start = before.get(file) ?? 0;
+        return [ path.basename(file), fs.readFileSync(file).subarray(start, size).toString('utf8') ] as const;
+      });
+      // No line carries a token or what was sent ...
+      for (const [ name, text ] of written) {
+        for (const line of text.split('\n')) {
+          for (const [ what, value ] of [[ 'token', token ], [ 'looked-up token', fresh ], [ 'event content', secret ]]) {
+            assert.ok(!line.includes(value), `${name} has a line with the ${what}: ${line.slice(0, 300)}`);
+          }
+        }
+      }
+      // ... yet the failures are logged: one line each, the error's name, code and message.
+      const errors = written.find(([ name ]) => name === 'common-error.log')?.[1] ?? '';
+      assert.match(errors, /\[events\] recording an event failed: SequelizeDatabaseError/);
+      assert.match(errors, /\[events\] reading the event history failed: SequelizeDatabaseError/);
+      assert.match(errors, /\[realtime\] token lookup failed: SequelizeDatabaseError/);
     });
   });
 
