@@ -1,13 +1,16 @@
-import crypto from 'node:crypto';
 import { Service } from 'egg';
 import { QueryTypes, Transaction, UniqueConstraintError } from 'sequelize';
-import { badRequest, conflict, notFound, unauthorized } from '../lib/errors';
+import { badRequest, conflict, notFound } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
-import { failureThrottle } from '../lib/throttle';
 import type { AutoAuthConfigAttributes } from '../model/autoAuthConfig';
 import type { DeviceAttributes } from '../model/device';
 import type { ConfigInput } from '../validator/autoAuth';
 import { newInstallId } from './appInstall';
+
+/** The answer of AutoAuthService.match(): the config that grants the token, or why none does. */
+export type ConfigMatch =
+  | { config: AutoAuthConfigAttributes; failure?: undefined }
+  | { config?: undefined; failure: 'wrong_password' | 'password_required' };
 
 /** Per-process queues of config changes per device (SQLite: embedded mode, one process). */
 const sqliteQueues = new WeakMap<object, Map<number, Promise<unknown>>>();
@@ -23,37 +26,30 @@ export default class AutoAuthService extends Service {
     return this.ctx.model;
   }
 
-  /** The device of a namespace: matched exactly, else with surrounding whitespace ignored. */
-  async findByNamespace(namespace: string): Promise<DeviceAttributes | null> {
+  /** The device of a namespace: matched exactly, else with surrounding whitespace ignored. 404 when none. */
+  async deviceByNamespace(namespace: string): Promise<DeviceAttributes> {
     for (const ns of new Set([ namespace, namespace.trim() ])) {
       const device = await this.service.device.findBy('namespace', ns);
       // Exact on both dialects (binary collation on MySQL); checked again here all the same.
       if (device && device.namespace === ns) return device;
     }
-    return null;
+    throw notFound('设备不存在或 namespace 不正确');
   }
 
   /**
-   * Namespace login: the device and the config that grants the token. With a password,
-   * the config whose hash verifies it; without, the password-less config, which grants
-   * nothing while the device has a device password. Failures (401) are throttled per
-   * client IP and namespace like device passwords.
+   * Which config of the device grants a token for this password, or why none does: with a
+   * password, the config whose hash verifies it (`wrong_password` when none); without, the
+   * password-less config, which grants nothing while the device has a device password
+   * (`password_required`). Counting failures (the throttle) is the caller's business.
    */
-  async authenticate(namespace: string, password: string | null) {
-    const device = await this.findByNamespace(namespace);
-    if (!device) throw notFound('设备不存在或 namespace 不正确');
-    const ns = crypto.createHash('sha256').update(device.namespace ?? device.uuid).digest('base64url');
-    const throttle = failureThrottle(this.ctx, 'nsfail', `${this.ctx.clientIp}|${ns}`);
-    await throttle.check();
+  async match(device: DeviceAttributes, password: string | null): Promise<ConfigMatch> {
     const configs = await this.configsOf(device.id, 'ASC');
-    const config = password !== null
-      ? await findByPassword(configs, password)
-      : (device.password ? undefined : configs.find(c => c.password === null));
-    if (!config) {
-      await throttle.fail();
-      throw unauthorized(password !== null ? '密码不正确' : '需要提供密码');
+    if (password !== null) {
+      const config = await findByPassword(configs, password);
+      return config ? { config } : { failure: 'wrong_password' };
     }
-    return { device, config };
+    const open = device.password ? undefined : configs.find(c => c.password === null);
+    return open ? { config: open } : { failure: 'password_required' };
   }
 
   /** A new install (note null) of the config's kind. */
