@@ -1,11 +1,20 @@
 import { Service } from 'egg';
-import { QueryTypes, Transaction, UniqueConstraintError } from 'sequelize';
+import { Op, QueryTypes, Transaction, UniqueConstraintError, type WhereOptions } from 'sequelize';
 import { badRequest, conflict, notFound } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { AutoAuthConfigAttributes } from '../model/autoAuthConfig';
 import type { DeviceAttributes } from '../model/device';
 import type { ConfigInput } from '../validator/autoAuth';
 import { newInstallId } from './appInstall';
+
+/**
+ * Most auto-auth configs one device may have. A login with a password verifies it against
+ * every config hash of the device, and a config change compares against them: the cap keeps
+ * that bcrypt work bounded (at cost 10, some 20 verifications at worst).
+ */
+export const MAX_CONFIGS = 20;
+
+const tooManyConfigs = () => badRequest(`该设备的自动授权配置已达上限 (${MAX_CONFIGS})`, { max: MAX_CONFIGS }, 'AUTO_AUTH_CONFIG_LIMIT');
 
 /** The answer of AutoAuthService.match(): the config that grants the token, or why none does. */
 export type ConfigMatch =
@@ -19,7 +28,7 @@ const sqliteQueues = new WeakMap<object, Map<number, Promise<unknown>>>();
  * Namespace login and auto-auth configs (§6.1). A config grants a token of its kind
  * (deviceType, isReadOnly) to whoever presents the device's namespace and the config's
  * password. Config passwords are bcrypt hashes: matching one means verifying the given
- * password against each hash of the device (a device has a handful of configs).
+ * password against each hash of the device, hence at most MAX_CONFIGS configs per device.
  */
 export default class AutoAuthService extends Service {
   private get db() {
@@ -43,12 +52,13 @@ export default class AutoAuthService extends Service {
    * (`password_required`). Counting failures (the throttle) is the caller's business.
    */
   async match(device: DeviceAttributes, password: string | null): Promise<ConfigMatch> {
-    const configs = await this.configsOf(device.id, 'ASC');
     if (password !== null) {
+      // At most MAX_CONFIGS hashes are verified, oldest first, whatever the table holds.
+      const configs = await this.configsOf(device.id, 'ASC', { withPassword: true, limit: MAX_CONFIGS });
       const config = await findByPassword(configs, password);
       return config ? { config } : { failure: 'wrong_password' };
     }
-    const open = device.password ? undefined : configs.find(c => c.password === null);
+    const [ open ] = device.password ? [] : await this.configsOf(device.id, 'ASC', { withPassword: false, limit: 1 });
     return open ? { config: open } : { failure: 'password_required' };
   }
 
@@ -71,12 +81,13 @@ export default class AutoAuthService extends Service {
     return row.get({ plain: true }) as AutoAuthConfigAttributes;
   }
 
-  /** A new config; at most one config per password (and one without). */
+  /** A new config; at most MAX_CONFIGS per device, one per password (and one without). */
   async create(device: DeviceAttributes, input: ConfigInput) {
     const password = input.password ?? null;
     const hash = password !== null ? await hashPassword(password, this.app.settings.bcryptCost) : null;
     const row = await this.underDeviceLock(device.id, async transaction => {
-      const configs = await this.configsOf(device.id, 'ASC', transaction);
+      const configs = await this.configsOf(device.id, 'ASC', { transaction });
+      if (configs.length >= MAX_CONFIGS) throw tooManyConfigs();
       if (await samePassword(configs, password)) throw badRequest('该密码的自动授权配置已存在');
       return this.db.AutoAuthConfig.create({
         id: newInstallId(),
@@ -96,7 +107,7 @@ export default class AutoAuthService extends Service {
     return this.underDeviceLock(device.id, async transaction => {
       const values: Partial<AutoAuthConfigAttributes> = {};
       if (input.password !== undefined) {
-        const others = (await this.configsOf(device.id, 'ASC', transaction)).filter(c => c.id !== config.id);
+        const others = (await this.configsOf(device.id, 'ASC', { transaction })).filter(c => c.id !== config.id);
         if (await samePassword(others, input.password)) throw badRequest('该密码已被其他配置使用');
         values.password = hash;
       }
@@ -131,12 +142,17 @@ export default class AutoAuthService extends Service {
     return { id: d.id, uuid: d.uuid, name: d.name, namespace: d.namespace, updatedAt: d.updatedAt };
   }
 
-  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', transaction?: Transaction) {
+  /** A device's configs in creation order (`withPassword`: only those with / without a password). */
+  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', opts: { transaction?: Transaction; withPassword?: boolean; limit?: number } = {}) {
+    const where: WhereOptions<AutoAuthConfigAttributes> = opts.withPassword === undefined
+      ? { deviceId }
+      : { deviceId, password: opts.withPassword ? { [Op.ne]: null } : null };
     // Not `raw`: raw rows carry SQLite dates as strings; instances give Date objects.
     const rows = await this.db.AutoAuthConfig.findAll({
-      where: { deviceId },
+      where,
       order: [[ 'createdAt', order ], [ 'id', order ]],
-      transaction,
+      limit: opts.limit,
+      transaction: opts.transaction,
     });
     return rows.map(r => r.get({ plain: true }) as AutoAuthConfigAttributes);
   }

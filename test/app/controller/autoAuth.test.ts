@@ -40,6 +40,21 @@ async function storedConfig(id: string) {
   return await app.model.AutoAuthConfig.findByPk(id, { raw: true }) as unknown as { password: string | null; deviceId: number; deviceType: string | null; isReadOnly: unknown } | null;
 }
 
+/**
+ * Stores `n` configs with passwords `pw-00`, `pw-01`, … straight into the table (cheap cost-4
+ * hashes, as imported data may have), oldest first; the API would refuse more than the cap.
+ */
+async function storeConfigs(d: TestDevice, n: number) {
+  const base = Date.now() - 3600000;
+  await app.model.AutoAuthConfig.bulkCreate(Array.from({ length: n }, (_, i) => {
+    const at = new Date(base + i * 1000);
+    const nn = String(i).padStart(2, '0');
+    return { id: `stored-${d.id}-${nn}`, deviceId: d.id, password: bcrypt.hashSync(`pw-${nn}`, 4), deviceType: 'student', isReadOnly: false, createdAt: at, updatedAt: at };
+  }));
+}
+
+const LIMIT_ERROR = { success: false, message: '该设备的自动授权配置已达上限 (20)', details: { max: 20 }, code: 'AUTO_AUTH_CONFIG_LIMIT' };
+
 /** The default config every device gets (no password, classroom, writable). */
 async function defaultConfig(d: TestDevice, pw?: string) {
   const configs = await listConfigs(d, pw);
@@ -265,6 +280,22 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       await login({ namespace: d.uuid, password: 'temp', appId: 'cw' }).expect(401);
     });
 
+    it('verifies a password against at most 20 configs, oldest first (more can only come from imported data)', async () => {
+      const d = await createDevice();
+      await storeConfigs(d, 22);
+      overrideRateLimits({ password: 0 });
+      for (const pw of [ 'pw-00', 'pw-19' ]) {
+        const res = await login({ namespace: d.uuid, password: pw, appId: 'cw' }).expect(201);
+        assert.strictEqual(res.body.deviceType, 'student');
+      }
+      for (const pw of [ 'pw-20', 'pw-21' ]) {
+        const res = await login({ namespace: d.uuid, password: pw, appId: 'cw' }).expect(401);
+        assert.deepStrictEqual(res.body, err('密码不正确'));
+      }
+      // The password-less default config is not among the 20.
+      await login({ namespace: d.uuid, appId: 'cw' }).expect(201);
+    });
+
     describe('failed attempts (RATE_LIMIT_PASSWORD per client IP and namespace)', () => {
       it('429 with JSON body and RateLimit-Policy, RateLimit, Retry-After after the limit of failures, even for the right password', async () => {
         const d = await createDevice();
@@ -480,6 +511,24 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       assert.strictEqual((await listConfigs(d)).length, 2);
       await addConfig(d, { password: 'Same' });
       await addConfig(await createDevice(), { password: 'same' });
+    });
+
+    it('400 该设备的自动授权配置已达上限 (20), code AUTO_AUTH_CONFIG_LIMIT, for a 21st config (checked before the duplicate); deleting one makes room', async () => {
+      const d = await createDevice(); // the default config is the first
+      await storeConfigs(d, 19);
+      assert.strictEqual((await listConfigs(d)).length, 20);
+      for (const body of [{ password: 'new-pw' }, { password: 'pw-00' }, {}, { deviceType: 'teacher' }]) {
+        const res = await app.httpRequest().post(configsPath(d)).send(body).expect(400);
+        assert.deepStrictEqual(res.body, LIMIT_ERROR);
+      }
+      assert.strictEqual((await listConfigs(d)).length, 20);
+      await app.httpRequest().delete(configPath(d, `stored-${d.id}-07`)).expect(204);
+      await addConfig(d, { password: 'new-pw', deviceType: 'teacher' });
+      const res = await app.httpRequest().post(configsPath(d)).send({ password: 'one-more' }).expect(400);
+      assert.deepStrictEqual(res.body, LIMIT_ERROR);
+      await login({ namespace: d.uuid, password: 'new-pw', appId: 'cw' }).expect(201);
+      // The cap is per device.
+      await addConfig(await createDevice(), { password: 'new-pw' });
     });
 
     it('two concurrent creates with the same password: one 201, one 400', async () => {
