@@ -1,6 +1,7 @@
 import { Service } from 'egg';
-import { Op, QueryTypes, Transaction, UniqueConstraintError, type WhereOptions } from 'sequelize';
-import { badRequest, conflict, notFound } from '../lib/errors';
+import crypto from 'node:crypto';
+import { DatabaseError, Op, UniqueConstraintError, type WhereOptions } from 'sequelize';
+import { badRequest, conflict, HttpError, notFound, ServiceUnavailableError } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { AutoAuthConfigAttributes } from '../model/autoAuthConfig';
 import type { DeviceAttributes } from '../model/device';
@@ -81,42 +82,58 @@ export default class AutoAuthService extends Service {
     return row.get({ plain: true }) as AutoAuthConfigAttributes;
   }
 
-  /** A new config; at most MAX_CONFIGS per device, one per password (and one without). */
+  /**
+   * A new config; at most MAX_CONFIGS per device, one per password (and one without).
+   * The checks and the bcrypt work run before the device's lock is taken; under the lock
+   * the checks run again, against the configs created or changed meanwhile only (none,
+   * unless two changes race), so the lock and its connection are not held during bcrypt.
+   */
   async create(device: DeviceAttributes, input: ConfigInput) {
     const password = input.password ?? null;
+    const seen = await this.configsOf(device.id, 'ASC');
+    if (seen.length >= MAX_CONFIGS) throw tooManyConfigs();
+    if (await samePassword(seen, password)) throw badRequest('该密码的自动授权配置已存在');
     const hash = password !== null ? await hashPassword(password, this.app.settings.bcryptCost) : null;
-    const row = await this.underDeviceLock(device.id, async transaction => {
-      const configs = await this.configsOf(device.id, 'ASC', { transaction });
+    const row = await this.underDeviceLock(device.id, async () => {
+      const configs = await this.configsOf(device.id, 'ASC');
       if (configs.length >= MAX_CONFIGS) throw tooManyConfigs();
-      if (await samePassword(configs, password)) throw badRequest('该密码的自动授权配置已存在');
+      if (await samePassword(changedSince(seen, configs), password)) throw badRequest('该密码的自动授权配置已存在');
       return this.db.AutoAuthConfig.create({
         id: newInstallId(),
         deviceId: device.id,
         password: hash,
         deviceType: input.deviceType ?? null,
         isReadOnly: input.isReadOnly ?? false,
-      }, { transaction });
+      });
     });
     const c = describe(row.get({ plain: true }) as AutoAuthConfigAttributes);
     return { id: c.id, hasPassword: c.hasPassword, password: c.password, deviceType: c.deviceType, isReadOnly: c.isReadOnly, createdAt: c.createdAt };
   }
 
-  /** Changes the given fields of a config (partial); a password may not be another config's. */
+  /**
+   * Changes the given fields of a config (partial); a password may not be another config's.
+   * A password change is checked like a create (before the lock, then the delta under it).
+   */
   async update(device: DeviceAttributes, config: AutoAuthConfigAttributes, input: ConfigInput) {
-    const hash = input.password ? await hashPassword(input.password, this.app.settings.bcryptCost) : null;
-    return this.underDeviceLock(device.id, async transaction => {
-      const values: Partial<AutoAuthConfigAttributes> = {};
-      if (input.password !== undefined) {
-        const others = (await this.configsOf(device.id, 'ASC', { transaction })).filter(c => c.id !== config.id);
-        if (await samePassword(others, input.password)) throw badRequest('该密码已被其他配置使用');
-        values.password = hash;
-      }
-      if (input.deviceType !== undefined) values.deviceType = input.deviceType;
-      if (input.isReadOnly !== undefined) values.isReadOnly = input.isReadOnly;
-      const row = await this.db.AutoAuthConfig.findByPk(config.id, { transaction });
+    const others = async () => (await this.configsOf(device.id, 'ASC')).filter(c => c.id !== config.id);
+    const values: Partial<AutoAuthConfigAttributes> = {};
+    if (input.deviceType !== undefined) values.deviceType = input.deviceType;
+    if (input.isReadOnly !== undefined) values.isReadOnly = input.isReadOnly;
+    const apply = async () => {
+      const row = await this.db.AutoAuthConfig.findByPk(config.id);
       if (!row) throw notFound('自动授权配置不存在');
-      if (Object.keys(values).length > 0) await row.update(values, { transaction });
+      if (Object.keys(values).length > 0) await row.update(values);
       return describe(row.get({ plain: true }) as AutoAuthConfigAttributes);
+    };
+    if (input.password === undefined) return apply();
+
+    const password = input.password;
+    const seen = await others();
+    if (await samePassword(seen, password)) throw badRequest('该密码已被其他配置使用');
+    values.password = password !== null ? await hashPassword(password, this.app.settings.bcryptCost) : null;
+    return this.underDeviceLock(device.id, async () => {
+      if (await samePassword(changedSince(seen, await others()), password)) throw badRequest('该密码已被其他配置使用');
+      return apply();
     });
   }
 
@@ -143,7 +160,7 @@ export default class AutoAuthService extends Service {
   }
 
   /** A device's configs in creation order (`withPassword`: only those with / without a password). */
-  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', opts: { transaction?: Transaction; withPassword?: boolean; limit?: number } = {}) {
+  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', opts: { withPassword?: boolean; limit?: number } = {}) {
     const where: WhereOptions<AutoAuthConfigAttributes> = opts.withPassword === undefined
       ? { deviceId }
       : { deviceId, password: opts.withPassword ? { [Op.ne]: null } : null };
@@ -152,42 +169,99 @@ export default class AutoAuthService extends Service {
       where,
       order: [[ 'createdAt', order ], [ 'id', order ]],
       limit: opts.limit,
-      transaction: opts.transaction,
     });
     return rows.map(r => r.get({ plain: true }) as AutoAuthConfigAttributes);
   }
 
   /**
    * Runs the check-then-write of a config change one at a time per device, so two
-   * concurrent creates cannot both pass the duplicate check: a MySQL named lock held on
-   * the transaction's connection (not a row lock: the bcrypt comparisons inside must not
-   * hold up the device's KV writes), or a per-process queue on SQLite (one process).
+   * concurrent changes cannot both pass the duplicate and cap checks.
+   *
+   * MySQL: a named lock (GET_LOCK, scoped to this database, see configLockName()), held by
+   * one pooled connection that does nothing else, while `fn`'s statements autocommit on
+   * others: every write is committed before the lock is released (a lock released inside
+   * the writing transaction would let the next change read before that commit), and the
+   * lock is released on every path (if RELEASE_LOCK itself fails, the connection is closed,
+   * which frees it). Not a row lock: that would hold up the device's KV writes. Waiting
+   * longer than LOCK_WAIT_SECONDS answers 409 AUTO_AUTH_CONFIG_BUSY.
+   * SQLite (embedded mode, one process): a per-process queue.
    */
-  private async underDeviceLock<T>(deviceId: number, fn: (transaction?: Transaction) => Promise<T>): Promise<T> {
-    if (this.db.getDialect() === 'mysql') {
-      const name = `classworks-kv:autoauth:${deviceId}`;
-      return this.db.transaction({ isolationLevel: Transaction.ISOLATION_LEVELS.READ_COMMITTED }, async transaction => {
-        const [ row ] = await this.db.query('SELECT GET_LOCK(?, 10) AS locked', {
-          replacements: [ name ], transaction, type: QueryTypes.SELECT, raw: true,
-        }) as Array<{ locked: number | null }>;
-        if (Number(row?.locked) !== 1) throw new Error(`could not take lock ${name}`);
+  private async underDeviceLock<T>(deviceId: number, fn: () => Promise<T>): Promise<T> {
+    if (this.db.getDialect() !== 'mysql') return inProcessQueue(this.app, deviceId, fn);
+    const name = configLockName(this.db.config.database, deviceId);
+    const manager = this.db.connectionManager;
+    const conn = await manager.getConnection({ type: 'write' }) as unknown as LockConnection;
+    try {
+      // Its own bound: the wait plus the usual query bound (DB_QUERY_TIMEOUT_MS, app/lib/queryTimeout.ts).
+      const queryTimeout = this.app.settings.dbQueryTimeoutMs;
+      const [ row ] = await ask<{ locked: number | string | null }>(conn, 'SELECT GET_LOCK(?, ?) AS locked', [ name, LOCK_WAIT_SECONDS ],
+        queryTimeout > 0 ? LOCK_WAIT_SECONDS * 1000 + queryTimeout : undefined);
+      if (row?.locked === null || row?.locked === undefined) throw new ServiceUnavailableError('database');
+      if (Number(row.locked) !== 1) throw configsBusy();
+      try {
+        return await fn();
+      } finally {
         try {
-          return await fn(transaction);
-        } finally {
-          await this.db.query('SELECT RELEASE_LOCK(?)', { replacements: [ name ], transaction, type: QueryTypes.SELECT });
+          await ask(conn, 'SELECT RELEASE_LOCK(?) AS released', [ name ]);
+        } catch (err) {
+          this.ctx.logger.warn('[autoAuth] could not release lock %s, closing its connection: %s', name, (err as Error).message);
+          conn.destroy();
         }
-      });
+      }
+    } finally {
+      await manager.releaseConnection(conn as never);
     }
-    let queues = sqliteQueues.get(this.app);
-    if (!queues) sqliteQueues.set(this.app, queues = new Map());
-    const run = (queues.get(deviceId) ?? Promise.resolve()).then(() => fn());
-    const tail = run.catch(() => undefined);
-    queues.set(deviceId, tail);
-    void tail.then(() => {
-      if (queues!.get(deviceId) === tail) queues!.delete(deviceId);
-    });
-    return run;
   }
+}
+
+/** How long a config change waits for the device's lock (MySQL), in seconds. */
+export const LOCK_WAIT_SECONDS = 5;
+
+/**
+ * The MySQL named lock of a device's configs. Named locks are server-wide, so the name is
+ * scoped to the database (two databases on one server do not share device ids' locks),
+ * and short (MySQL allows 64 characters).
+ */
+export function configLockName(database: string, deviceId: number): string {
+  const scope = crypto.createHash('sha256').update(database).digest('hex').slice(0, 16);
+  return `ckv:autoauth:${scope}:${deviceId}`;
+}
+
+const configsBusy = () => new HttpError(409, '该设备的自动授权配置正在被其他请求修改，请稍后重试', { code: 'AUTO_AUTH_CONFIG_BUSY' });
+
+/** The parts of a pooled mysql2 connection the lock uses. */
+interface LockConnection {
+  query(options: { sql: string; values: unknown[]; timeout?: number }, callback: (err: Error | null, rows: unknown) => void): void;
+  destroy(): void;
+}
+
+/** One statement on `conn`; a driver error is wrapped as Sequelize's (an outage is then answered 503). */
+function ask<T>(conn: LockConnection, sql: string, values: unknown[], timeout?: number): Promise<T[]> {
+  return new Promise<T[]>((resolve, reject) => {
+    conn.query({ sql, values, ...(timeout ? { timeout } : {}) }, (err, rows) => {
+      if (err) reject(new DatabaseError(err as Error & { sql: string }));
+      else resolve(rows as T[]);
+    });
+  });
+}
+
+/** Runs `fn` after every earlier call for the same device of this process (SQLite). */
+function inProcessQueue<T>(app: object, deviceId: number, fn: () => Promise<T>): Promise<T> {
+  let queues = sqliteQueues.get(app);
+  if (!queues) sqliteQueues.set(app, queues = new Map());
+  const run = (queues.get(deviceId) ?? Promise.resolve()).then(() => fn());
+  const tail = run.catch(() => undefined);
+  queues.set(deviceId, tail);
+  void tail.then(() => {
+    if (queues!.get(deviceId) === tail) queues!.delete(deviceId);
+  });
+  return run;
+}
+
+/** The configs of `now` that are new, or whose password changed, since `before` was read. */
+function changedSince(before: AutoAuthConfigAttributes[], now: AutoAuthConfigAttributes[]) {
+  const known = new Map(before.map(c => [ c.id, c.password ]));
+  return now.filter(c => !known.has(c.id) || known.get(c.id) !== c.password);
 }
 
 /** The answer shape of a config: the password itself is never returned. */

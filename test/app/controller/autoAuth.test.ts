@@ -1,7 +1,9 @@
 import assert from 'node:assert';
 import bcrypt from 'bcryptjs';
 import { app } from 'egg-mock/bootstrap';
+import type { Transaction } from 'sequelize';
 import type { Response } from 'supertest';
+import { configLockName } from '../../../app/service/autoAuth';
 import { createDevice, ISO_MS, overrideRateLimits, restoreRateLimits, type TestDevice } from '../../support/factories';
 
 const err = (message: string, details: unknown = null) => ({ success: false, message, details });
@@ -583,6 +585,80 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       assert.deepStrictEqual(res.body, err('需要提供密码或JWT token'));
       assert.strictEqual((await listConfigs(d, 'pw')).length, 1);
       await addConfig(d, { password: 'x' }, 'pw');
+    });
+  });
+
+  describe('config changes under the device\'s lock (MySQL named lock)', () => {
+    beforeEach(function() {
+      if (app.model.getDialect() !== 'mysql') this.skip();
+    });
+
+    const BUSY = { success: false, message: '该设备的自动授权配置正在被其他请求修改，请稍后重试', details: null, code: 'AUTO_AUTH_CONFIG_BUSY' };
+
+    async function lockQuery(sql: string, deviceId: number, transaction?: Transaction) {
+      const [ row ] = await app.model.query(sql, {
+        replacements: [ configLockName(app.model.config.database, deviceId) ], transaction, type: 'SELECT', raw: true,
+      }) as Array<{ v: number | string | null }>;
+      return row.v === null ? null : Number(row.v);
+    }
+
+    /** Runs `fn` while another connection (a transaction of the test) holds the device's lock. */
+    async function whileLocked(deviceId: number, fn: () => Promise<void>) {
+      await app.model.transaction(async t => {
+        assert.strictEqual(await lockQuery('SELECT GET_LOCK(?, 0) AS v', deviceId, t), 1);
+        try {
+          await fn();
+        } finally {
+          await lockQuery('SELECT RELEASE_LOCK(?) AS v', deviceId, t);
+        }
+      });
+    }
+
+    const lockIsFree = async (deviceId: number) => assert.strictEqual(await lockQuery('SELECT IS_FREE_LOCK(?) AS v', deviceId), 1);
+
+    it('409 AUTO_AUTH_CONFIG_BUSY (never 5xx) when another connection holds the lock past the wait; nothing changes; other devices are not held up', async function() {
+      this.timeout(30000);
+      const d = await createDevice();
+      const other = await createDevice();
+      const c = await addConfig(d, { password: 'old', deviceType: 'student' });
+      await whileLocked(d.id, async () => {
+        const [ created, updated ] = await Promise.all([
+          app.httpRequest().post(configsPath(d)).send({ password: 'new' }),
+          app.httpRequest().put(configPath(d, c.id)).send({ password: 'changed', deviceType: 'teacher' }),
+          addConfig(other, { password: 'new' }),
+        ]);
+        for (const res of [ created, updated ]) {
+          assert.strictEqual(res.status, 409, JSON.stringify(res.body));
+          assert.deepStrictEqual(res.body, BUSY);
+        }
+      });
+      const configs = await listConfigs(d);
+      assert.deepStrictEqual(configs.map(x => [ x.hasPassword, x.deviceType ]), [[ true, 'student' ], [ false, 'classroom' ]]);
+      await login({ namespace: d.uuid, password: 'old', appId: 'cw' }).expect(201);
+      // Released: the same changes now go through.
+      await lockIsFree(d.id);
+      await addConfig(d, { password: 'new' });
+      await app.httpRequest().put(configPath(d, c.id)).send({ password: 'changed' }).expect(200);
+    });
+
+    it('the lock is free again after every answer: 201, 200, each 400, 409', async function() {
+      this.timeout(30000);
+      const d = await createDevice();
+      const c = await addConfig(d, { password: 'a' });
+      await lockIsFree(d.id);
+      await app.httpRequest().put(configPath(d, c.id)).send({ password: 'b' }).expect(200);
+      await lockIsFree(d.id);
+      await app.httpRequest().post(configsPath(d)).send({ password: 'b' }).expect(400);
+      await lockIsFree(d.id);
+      await app.httpRequest().put(configPath(d, (await defaultConfig(d)).id)).send({ password: 'b' }).expect(400);
+      await lockIsFree(d.id);
+      await storeConfigs(d, 18);
+      await app.httpRequest().post(configsPath(d)).send({ password: 'c' }).expect(400);
+      await lockIsFree(d.id);
+      await whileLocked(d.id, async () => {
+        await app.httpRequest().put(configPath(d, c.id)).send({ password: 'c' }).expect(409);
+      });
+      await lockIsFree(d.id);
     });
   });
 
