@@ -1,6 +1,6 @@
 import { Service } from 'egg';
 import crypto from 'node:crypto';
-import { DatabaseError, Op, UniqueConstraintError, type WhereOptions } from 'sequelize';
+import { DatabaseError, Op, Transaction, UniqueConstraintError, type WhereOptions } from 'sequelize';
 import { badRequest, conflict, HttpError, notFound, ServiceUnavailableError } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { AutoAuthConfigAttributes } from '../model/autoAuthConfig';
@@ -94,8 +94,8 @@ export default class AutoAuthService extends Service {
     if (seen.length >= MAX_CONFIGS) throw tooManyConfigs();
     if (await samePassword(seen, password)) throw badRequest('该密码的自动授权配置已存在');
     const hash = password !== null ? await hashPassword(password, this.app.settings.bcryptCost) : null;
-    const row = await this.underDeviceLock(device.id, async () => {
-      const configs = await this.configsOf(device.id, 'ASC');
+    const row = await this.underDeviceLock(device.id, async transaction => {
+      const configs = await this.configsOf(device.id, 'ASC', { transaction });
       if (configs.length >= MAX_CONFIGS) throw tooManyConfigs();
       if (await samePassword(changedSince(seen, configs), password)) throw badRequest('该密码的自动授权配置已存在');
       return this.db.AutoAuthConfig.create({
@@ -104,7 +104,7 @@ export default class AutoAuthService extends Service {
         password: hash,
         deviceType: input.deviceType ?? null,
         isReadOnly: input.isReadOnly ?? false,
-      });
+      }, { transaction });
     });
     const c = describe(row.get({ plain: true }) as AutoAuthConfigAttributes);
     return { id: c.id, hasPassword: c.hasPassword, password: c.password, deviceType: c.deviceType, isReadOnly: c.isReadOnly, createdAt: c.createdAt };
@@ -115,14 +115,14 @@ export default class AutoAuthService extends Service {
    * A password change is checked like a create (before the lock, then the delta under it).
    */
   async update(device: DeviceAttributes, config: AutoAuthConfigAttributes, input: ConfigInput) {
-    const others = async () => (await this.configsOf(device.id, 'ASC')).filter(c => c.id !== config.id);
+    const others = async (transaction?: Transaction) => (await this.configsOf(device.id, 'ASC', { transaction })).filter(c => c.id !== config.id);
     const values: Partial<AutoAuthConfigAttributes> = {};
     if (input.deviceType !== undefined) values.deviceType = input.deviceType;
     if (input.isReadOnly !== undefined) values.isReadOnly = input.isReadOnly;
-    const apply = async () => {
-      const row = await this.db.AutoAuthConfig.findByPk(config.id);
+    const apply = async (transaction?: Transaction) => {
+      const row = await this.db.AutoAuthConfig.findByPk(config.id, { transaction });
       if (!row) throw notFound('自动授权配置不存在');
-      if (Object.keys(values).length > 0) await row.update(values);
+      if (Object.keys(values).length > 0) await row.update(values, { transaction });
       return describe(row.get({ plain: true }) as AutoAuthConfigAttributes);
     };
     if (input.password === undefined) return apply();
@@ -131,9 +131,9 @@ export default class AutoAuthService extends Service {
     const seen = await others();
     if (await samePassword(seen, password)) throw badRequest('该密码已被其他配置使用');
     values.password = password !== null ? await hashPassword(password, this.app.settings.bcryptCost) : null;
-    return this.underDeviceLock(device.id, async () => {
-      if (await samePassword(changedSince(seen, await others()), password)) throw badRequest('该密码已被其他配置使用');
-      return apply();
+    return this.underDeviceLock(device.id, async transaction => {
+      if (await samePassword(changedSince(seen, await others(transaction)), password)) throw badRequest('该密码已被其他配置使用');
+      return apply(transaction);
     });
   }
 
@@ -160,7 +160,7 @@ export default class AutoAuthService extends Service {
   }
 
   /** A device's configs in creation order (`withPassword`: only those with / without a password). */
-  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', opts: { withPassword?: boolean; limit?: number } = {}) {
+  private async configsOf(deviceId: number, order: 'ASC' | 'DESC', opts: { transaction?: Transaction; withPassword?: boolean; limit?: number } = {}) {
     const where: WhereOptions<AutoAuthConfigAttributes> = opts.withPassword === undefined
       ? { deviceId }
       : { deviceId, password: opts.withPassword ? { [Op.ne]: null } : null };
@@ -169,6 +169,7 @@ export default class AutoAuthService extends Service {
       where,
       order: [[ 'createdAt', order ], [ 'id', order ]],
       limit: opts.limit,
+      transaction: opts.transaction,
     });
     return rows.map(r => r.get({ plain: true }) as AutoAuthConfigAttributes);
   }
@@ -177,29 +178,31 @@ export default class AutoAuthService extends Service {
    * Runs the check-then-write of a config change one at a time per device, so two
    * concurrent changes cannot both pass the duplicate and cap checks.
    *
-   * MySQL: a named lock (GET_LOCK, scoped to this database, see configLockName()), held by
-   * one pooled connection that does nothing else, while `fn`'s statements autocommit on
-   * others: every write is committed before the lock is released (a lock released inside
-   * the writing transaction would let the next change read before that commit), and the
-   * lock is released on every path (if RELEASE_LOCK itself fails, the connection is closed,
-   * which frees it). Not a row lock: that would hold up the device's KV writes. Waiting
-   * longer than LOCK_WAIT_SECONDS answers 409 AUTO_AUTH_CONFIG_BUSY.
+   * MySQL: a named lock (GET_LOCK, scoped to this database, see configLockName()), taken on
+   * the connection of the transaction `fn` runs in. That transaction is committed before
+   * the lock is released (released first, the next change could read before the commit and
+   * miss the new config), and the lock is released on every path; if RELEASE_LOCK itself
+   * fails, the connection is closed, which frees it. One connection per change: `fn` does
+   * no bcrypt work (see create()). Not a row lock: that would hold up the device's KV
+   * writes. Waiting longer than LOCK_WAIT_SECONDS answers 409 AUTO_AUTH_CONFIG_BUSY.
    * SQLite (embedded mode, one process): a per-process queue.
    */
-  private async underDeviceLock<T>(deviceId: number, fn: () => Promise<T>): Promise<T> {
-    if (this.db.getDialect() !== 'mysql') return inProcessQueue(this.app, deviceId, fn);
+  private async underDeviceLock<T>(deviceId: number, fn: (transaction?: Transaction) => Promise<T>): Promise<T> {
+    if (this.db.getDialect() !== 'mysql') return inProcessQueue(this.app, deviceId, () => fn());
     const name = configLockName(this.db.config.database, deviceId);
-    const manager = this.db.connectionManager;
-    const conn = await manager.getConnection({ type: 'write' }) as unknown as LockConnection;
-    try {
-      // Its own bound: the wait plus the usual query bound (DB_QUERY_TIMEOUT_MS, app/lib/queryTimeout.ts).
-      const queryTimeout = this.app.settings.dbQueryTimeoutMs;
+    const queryTimeout = this.app.settings.dbQueryTimeoutMs;
+    return this.db.transaction({ isolationLevel: Transaction.ISOLATION_LEVELS.READ_COMMITTED }, async transaction => {
+      const conn = (transaction as unknown as { connection: LockConnection }).connection;
+      // Its own bound: the wait plus the usual one of a query (DB_QUERY_TIMEOUT_MS, app/lib/queryTimeout.ts).
       const [ row ] = await ask<{ locked: number | string | null }>(conn, 'SELECT GET_LOCK(?, ?) AS locked', [ name, LOCK_WAIT_SECONDS ],
         queryTimeout > 0 ? LOCK_WAIT_SECONDS * 1000 + queryTimeout : undefined);
       if (row?.locked === null || row?.locked === undefined) throw new ServiceUnavailableError('database');
       if (Number(row.locked) !== 1) throw configsBusy();
       try {
-        return await fn();
+        const result = await fn(transaction);
+        // Committed now, while the lock is held; the transaction's own COMMIT then has nothing left to do.
+        await this.db.query('COMMIT', { transaction });
+        return result;
       } finally {
         try {
           await ask(conn, 'SELECT RELEASE_LOCK(?) AS released', [ name ]);
@@ -208,9 +211,7 @@ export default class AutoAuthService extends Service {
           conn.destroy();
         }
       }
-    } finally {
-      await manager.releaseConnection(conn as never);
-    }
+    });
   }
 }
 
