@@ -36,12 +36,15 @@ export default class AutoAuthService extends Service {
     return this.ctx.model;
   }
 
-  /** The device of a namespace: matched exactly, else with surrounding whitespace ignored. 404 when none. */
+  /**
+   * The device of a namespace (DeviceService.findByNamespace(): a device's own namespace
+   * first, then the uuid of a device without one), matched exactly, else with surrounding
+   * whitespace ignored. 404 when none.
+   */
   async deviceByNamespace(namespace: string): Promise<DeviceAttributes> {
     for (const ns of new Set([ namespace, namespace.trim() ])) {
-      const device = await this.service.device.findBy('namespace', ns);
-      // Exact on both dialects (binary collation on MySQL); checked again here all the same.
-      if (device && device.namespace === ns) return device;
+      const device = await this.service.device.findByNamespace(ns);
+      if (device) return device;
     }
     throw notFound('设备不存在或 namespace 不正确');
   }
@@ -144,8 +147,9 @@ export default class AutoAuthService extends Service {
 
   /** Sets the device's namespace (its own current one included); updatedAt always advances. */
   async setNamespace(device: DeviceAttributes, namespace: string) {
-    const taken = await this.service.device.findBy('namespace', namespace);
-    if (taken && taken.id !== device.id && taken.namespace === namespace) throw conflict('该 namespace 已被其他设备使用');
+    // Another device's namespace, its own or its uuid when it has none of its own.
+    const holder = await this.service.device.findByNamespace(namespace);
+    if (holder && holder.id !== device.id) throw conflict('该 namespace 已被其他设备使用');
     try {
       // A static update always sets updatedAt (also when the namespace is unchanged).
       await this.db.Device.update({ namespace }, { where: { id: device.id } });

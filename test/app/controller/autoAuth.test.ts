@@ -160,6 +160,25 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       assert.deepStrictEqual(res.body, err('设备不存在或 namespace 不正确'));
     });
 
+    it('resolves a device\'s own namespace first, then the uuid of a device without one (NULL: its uuid was taken as a namespace)', async () => {
+      await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim' }).expect(201);
+      await app.httpRequest().post('/devices').send({ uuid: 'victim', deviceName: 'n' }).expect(201);
+      const deviceOf = async (namespace: string) => {
+        const t = await login({ namespace, appId: 'cw' }).expect(201);
+        return (await app.httpRequest().get('/kv/_token').set('x-app-token', t.body.token).expect(200)).body.device;
+      };
+      let device = await deviceOf('victim');
+      assert.deepStrictEqual([ device.uuid, device.namespace ], [ 'squatter', 'victim' ]);
+      await app.httpRequest().put('/auto-auth/devices/squatter/namespace').send({ namespace: 'elsewhere' }).expect(200);
+      for (const namespace of [ 'victim', '  victim ' ]) {
+        device = await deviceOf(namespace);
+        assert.deepStrictEqual([ device.uuid, device.namespace ], [ 'victim', 'victim' ]);
+      }
+      assert.strictEqual((await deviceOf('elsewhere')).uuid, 'squatter');
+      // A device with a namespace of its own is not found by its uuid.
+      await login({ namespace: 'squatter', appId: 'cw' }).expect(404);
+    });
+
     it('matches the namespace exactly (case-sensitive), and ignores surrounding whitespace only when nothing matches exactly', async () => {
       await app.httpRequest().post('/devices').send({ uuid: 'u-1', deviceName: 'n', namespace: 'Class' }).expect(201);
       await app.httpRequest().post('/devices').send({ uuid: ' padded ', deviceName: 'n' }).expect(201); // namespace = uuid, spaces kept
@@ -892,6 +911,25 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       res = await app.httpRequest().put(namespacePath(b)).send({ namespace: 'SHARED' }).expect(200);
       assert.strictEqual(res.body.device.namespace, 'SHARED');
       assert.strictEqual((await app.httpRequest().get(`/devices/${enc(a.uuid)}`)).body.namespace, 'shared');
+    });
+
+    it('409 该 namespace 已被其他设备使用 for the uuid of a device without a namespace of its own; that device may take it', async () => {
+      await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim' }).expect(201);
+      await app.httpRequest().post('/devices').send({ uuid: 'victim', deviceName: 'n' }).expect(201);
+      const other = await createDevice();
+      // While the squatter has it, nobody else may take it, the victim neither.
+      let res = await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim' }).expect(409);
+      assert.deepStrictEqual(res.body, err('该 namespace 已被其他设备使用'));
+      await app.httpRequest().put('/auto-auth/devices/squatter/namespace').send({ namespace: 'elsewhere' }).expect(200);
+      for (const namespace of [ 'victim', ' victim ' ]) {
+        res = await app.httpRequest().put(namespacePath(other)).send({ namespace }).expect(409);
+        assert.deepStrictEqual(res.body, err('该 namespace 已被其他设备使用'));
+      }
+      res = await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim' }).expect(200);
+      assert.strictEqual(res.body.device.namespace, 'victim');
+      // Then it is an ordinary namespace; the victim may also move on, freeing it.
+      await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim-2' }).expect(200);
+      await app.httpRequest().put(namespacePath(other)).send({ namespace: 'victim' }).expect(200);
     });
 
     it('device credentials: 401 without the device password (unchanged), 200 with it', async () => {
