@@ -1,5 +1,5 @@
-import { Service } from 'egg';
 import crypto from 'node:crypto';
+import { Service } from 'egg';
 import { DatabaseError, Op, Transaction, UniqueConstraintError, type WhereOptions } from 'sequelize';
 import { badRequest, conflict, HttpError, notFound, ServiceUnavailableError } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
@@ -16,6 +16,21 @@ import { newInstallId } from './appInstall';
 export const MAX_CONFIGS = 20;
 
 const tooManyConfigs = () => badRequest(`该设备的自动授权配置已达上限 (${MAX_CONFIGS})`, { max: MAX_CONFIGS }, 'AUTO_AUTH_CONFIG_LIMIT');
+
+/** How long a config change waits for the device's lock (MySQL), in seconds. */
+export const LOCK_WAIT_SECONDS = 5;
+
+/**
+ * The MySQL named lock of a device's configs. Named locks are server-wide, so the name is
+ * scoped to the database (two databases on one server do not share device ids' locks),
+ * and short (MySQL allows 64 characters).
+ */
+export function configLockName(database: string, deviceId: number): string {
+  const scope = crypto.createHash('sha256').update(database).digest('hex').slice(0, 16);
+  return `ckv:autoauth:${scope}:${deviceId}`;
+}
+
+const configsBusy = () => new HttpError(409, '该设备的自动授权配置正在被其他请求修改，请稍后重试', { code: 'AUTO_AUTH_CONFIG_BUSY' });
 
 /** The answer of AutoAuthService.match(): the config that grants the token, or why none does. */
 export type ConfigMatch =
@@ -218,21 +233,6 @@ export default class AutoAuthService extends Service {
     });
   }
 }
-
-/** How long a config change waits for the device's lock (MySQL), in seconds. */
-export const LOCK_WAIT_SECONDS = 5;
-
-/**
- * The MySQL named lock of a device's configs. Named locks are server-wide, so the name is
- * scoped to the database (two databases on one server do not share device ids' locks),
- * and short (MySQL allows 64 characters).
- */
-export function configLockName(database: string, deviceId: number): string {
-  const scope = crypto.createHash('sha256').update(database).digest('hex').slice(0, 16);
-  return `ckv:autoauth:${scope}:${deviceId}`;
-}
-
-const configsBusy = () => new HttpError(409, '该设备的自动授权配置正在被其他请求修改，请稍后重试', { code: 'AUTO_AUTH_CONFIG_BUSY' });
 
 /** The parts of a pooled mysql2 connection the lock uses. */
 interface LockConnection {
