@@ -2,6 +2,7 @@ import { Controller } from 'egg';
 import { forbidden } from '../lib/errors';
 import * as rules from '../validator/app';
 import { isPlainObject } from '../validator/common';
+import * as kind from '../validator/tokenKind';
 
 /** /apps routes (KV tokens). Every route runs behind uuidAuth (see router). */
 export default class AppsController extends Controller {
@@ -10,8 +11,8 @@ export default class AppsController extends Controller {
     const raw = (this.ctx.request as { body?: unknown }).body;
     const body = isPlainObject(raw) ? raw : {};
     const note = rules.note(body.note);
-    const deviceType = rules.deviceType(body.deviceType);
-    const isReadOnly = rules.isReadOnly(body.isReadOnly);
+    const deviceType = kind.deviceType(body.deviceType);
+    const isReadOnly = kind.isReadOnly(body.isReadOnly);
     this.ctx.status = 201;
     this.ctx.body = await this.service.appInstall.install(this.ctx.device, appId, note, { deviceType, isReadOnly });
   }

@@ -1,5 +1,7 @@
+import crypto from 'node:crypto';
 import { Controller } from 'egg';
-import { forbidden } from '../lib/errors';
+import { forbidden, unauthorized } from '../lib/errors';
+import { failureThrottle } from '../lib/throttle';
 import * as rules from '../validator/autoAuth';
 import { isPlainObject } from '../validator/common';
 
@@ -14,13 +16,25 @@ export default class AutoAuthController extends Controller {
     return isPlainObject(b) ? b : {};
   }
 
-  /** POST /apps/auth/token */
+  /**
+   * POST /apps/auth/token. Failed attempts (the 401s) are throttled per client IP and
+   * namespace like device passwords (app/lib/throttle.ts): checked once the device is
+   * known (unknown namespaces are not counted), before any password is verified.
+   */
   async token() {
     const namespace = rules.loginNamespace(this.body.namespace);
     const appId = rules.loginAppId(this.body.appId);
     const password = rules.optionalPassword(this.body.password);
-    const { device, config } = await this.service.autoAuth.authenticate(namespace, password);
-    const token = await this.service.autoAuth.issueToken(device, config, appId);
+    const device = await this.service.autoAuth.deviceByNamespace(namespace);
+    const ns = crypto.createHash('sha256').update(device.namespace ?? device.uuid).digest('base64url');
+    const throttle = failureThrottle(this.ctx, 'nsfail', `${this.ctx.clientIp}|${ns}`);
+    await throttle.check();
+    const match = await this.service.autoAuth.match(device, password);
+    if (!match.config) {
+      await throttle.fail();
+      throw unauthorized(match.failure === 'wrong_password' ? '密码不正确' : '需要提供密码');
+    }
+    const token = await this.service.autoAuth.issueToken(device, match.config, appId);
     this.ctx.status = 201;
     this.ctx.body = { success: true, ...token };
   }

@@ -5,7 +5,11 @@ export interface DeviceAttributes {
   id: number;
   uuid: string;
   name: string | null;
-  /** Unique, 1..191 characters; the uuid unless set (namespace login, §6.1). */
+  /**
+   * Unique, 1..191 characters; the uuid unless set (namespace login, §6.1). NULL: the
+   * namespace is the uuid, which was already another device's namespace at registration
+   * (DeviceService.create(), findByNamespace()); shown as the uuid everywhere.
+   */
   namespace: string | null;
   password: string | null;
   passwordHint: string | null;

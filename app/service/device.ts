@@ -36,32 +36,57 @@ export default class DeviceService extends Service {
   }
 
   /**
-   * Registers a device with its namespace (default: the uuid) and its default auto-auth
-   * config (no password, classroom, not read-only), in one transaction.
+   * The device whose namespace is exactly `value` (§6.1): the one that has it as its own,
+   * else the one whose uuid it is and that has none of its own (namespace NULL, see
+   * create(); such a device's namespace is its uuid wherever it is shown).
+   */
+  async findByNamespace(value: string): Promise<DeviceAttributes | null> {
+    const own = await this.findBy('namespace', value);
+    // Exact on both dialects (binary collation on MySQL); checked again here all the same.
+    if (own && own.namespace === value) return own;
+    const byUuid = await this.findBy('uuid', value);
+    return byUuid && byUuid.uuid === value && byUuid.namespace === null ? byUuid : null;
+  }
+
+  /**
+   * Registers a device with its namespace and its default auto-auth config (no password,
+   * classroom, not read-only), in one transaction. A namespace given must be free (nobody
+   * has it, as their own or as their uuid without one of their own). Without one, the
+   * device's namespace is its uuid, stored as the uuid, or as NULL when another device
+   * already has that string as its namespace: a Part I client registering its uuid is never
+   * refused because of someone else's namespace.
    */
   async create(uuid: string, name: string, namespace?: string) {
-    const ns = namespace ?? uuid;
     if (await this.findByUuid(uuid)) throw conflict('设备UUID已存在');
-    if (namespace !== undefined && await this.ctx.model.Device.findOne({ attributes: [ 'id' ], where: { namespace: ns } })) {
-      throw conflict('该 namespace 已被使用');
-    }
+    if (namespace !== undefined && await this.findByNamespace(namespace)) throw conflict('该 namespace 已被使用');
+    const uuidTaken = async () => (await this.findBy('namespace', uuid))?.namespace === uuid;
+    const ns = namespace ?? (await uuidTaken() ? null : uuid);
     try {
-      const d = await this.ctx.model.transaction(async transaction => {
-        const row = (await this.ctx.model.Device.create({ uuid, name, namespace: ns }, { transaction })).get({ plain: true });
-        await this.ctx.model.AutoAuthConfig.create({
-          id: newInstallId(), deviceId: row.id, password: null, deviceType: 'classroom', isReadOnly: false,
-        }, { transaction });
-        return row;
-      });
-      return { id: d.id, uuid: d.uuid, name: d.name, namespace: d.namespace, createdAt: d.createdAt };
+      return await this.insert(uuid, name, ns);
     } catch (err) {
-      if (err instanceof UniqueConstraintError) {
-        // Which unique index refused it: the uuid's or the namespace's.
-        if (await this.findByUuid(uuid)) throw conflict('设备UUID已存在');
-        throw conflict('该 namespace 已被使用');
+      if (!(err instanceof UniqueConstraintError)) throw err;
+      // Which unique index refused it: the uuid's or the namespace's.
+      if (await this.findByUuid(uuid)) throw conflict('设备UUID已存在');
+      if (namespace !== undefined) throw conflict('该 namespace 已被使用');
+      // Another device took the uuid as its namespace meanwhile.
+      try {
+        return await this.insert(uuid, name, null);
+      } catch (again) {
+        if (again instanceof UniqueConstraintError) throw conflict('设备UUID已存在');
+        throw again;
       }
-      throw err;
     }
+  }
+
+  private async insert(uuid: string, name: string, namespace: string | null) {
+    const d = await this.ctx.model.transaction(async transaction => {
+      const row = (await this.ctx.model.Device.create({ uuid, name, namespace }, { transaction })).get({ plain: true });
+      await this.ctx.model.AutoAuthConfig.create({
+        id: newInstallId(), deviceId: row.id, password: null, deviceType: 'classroom', isReadOnly: false,
+      }, { transaction });
+      return row;
+    });
+    return { id: d.id, uuid: d.uuid, name: d.name, namespace: d.namespace ?? d.uuid, createdAt: d.createdAt };
   }
 
   describe(d: DeviceAttributes) {

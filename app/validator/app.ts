@@ -36,31 +36,6 @@ export function tokenNote(v: unknown): string | null {
   return n === '' ? null : n;
 }
 
-/** The kinds of token (§6.1, §6.2). */
-export const DEVICE_TYPES = [ 'teacher', 'student', 'classroom', 'parent' ] as const;
-export type DeviceType = typeof DEVICE_TYPES[number];
-
-/**
- * An optional token kind: one of DEVICE_TYPES, or null (no kind); undefined when the
- * field is absent (so a partial update can tell "unchanged" from "cleared"). Anything
- * else, `""` included, is the contract's 400. Shared by installs and auto-auth configs.
- */
-export function deviceType(v: unknown): DeviceType | null | undefined {
-  if (v === undefined) return undefined;
-  if (v === null) return null;
-  if (typeof v !== 'string' || !(DEVICE_TYPES as readonly string[]).includes(v)) {
-    throw badRequest(`设备类型必须是以下之一: ${DEVICE_TYPES.join(', ')}`, { field: 'deviceType', allowed: DEVICE_TYPES });
-  }
-  return v as DeviceType;
-}
-
-/** An optional read-only flag: a JSON boolean; undefined when absent. */
-export function isReadOnly(v: unknown): boolean | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw badRequest('isReadOnly 必须是布尔值 true 或 false', { field: 'isReadOnly' });
-  return v;
-}
-
 /**
  * A token named in a path (/apps/tokens/:token/...). Tokens are printable ASCII (see
  * AppInstallService.resolveToken): anything else cannot exist and is answered like an

@@ -2,11 +2,9 @@ import { badRequest, notFound } from '../lib/errors';
 import { appId as appIdRule } from './app';
 import { isIdentifier } from './common';
 import { checkedNamespace } from './device';
+import { deviceType, isReadOnly, type DeviceType } from './tokenKind';
 
 /** Input rules of POST /apps/auth/token and the /auto-auth routes (§6.1). Messages are the contract's. */
-
-export const DEVICE_TYPES = [ 'teacher', 'student', 'classroom', 'parent' ] as const;
-export type DeviceType = typeof DEVICE_TYPES[number];
 
 /** bcrypt reads at most 72 bytes: a longer password could match a hash of its first 72. */
 const MAX_PASSWORD_BYTES = 72;
@@ -35,23 +33,6 @@ export function optionalPassword(v: unknown): string | null {
   if (v === undefined || v === null || v === '') return null;
   if (typeof v !== 'string') throw badRequest('密码必须是字符串', { field: 'password' });
   if (Buffer.byteLength(v) > MAX_PASSWORD_BYTES) throw badRequest('密码不能超过 72 个字节', { field: 'password', max: MAX_PASSWORD_BYTES });
-  return v;
-}
-
-/** absent = not given (undefined); null or `""` = no type (null); else one of DEVICE_TYPES. */
-export function deviceType(v: unknown): DeviceType | null | undefined {
-  if (v === undefined) return undefined;
-  if (v === null || v === '') return null;
-  if (typeof v !== 'string' || !(DEVICE_TYPES as readonly string[]).includes(v)) {
-    throw badRequest('设备类型必须是以下之一: teacher, student, classroom, parent', { field: 'deviceType', allowed: DEVICE_TYPES });
-  }
-  return v as DeviceType;
-}
-
-/** absent or null = not given (undefined); else a JSON boolean. */
-export function isReadOnly(v: unknown): boolean | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') throw badRequest('isReadOnly 必须是布尔值 (true 或 false)', { field: 'isReadOnly' });
   return v;
 }
 

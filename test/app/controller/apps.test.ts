@@ -107,9 +107,19 @@ describe('test/app/controller/apps.test.ts', () => {
       assert.strictEqual(res.body.isReadOnly, false);
     });
 
-    it('400 设备类型必须是以下之一 for any other deviceType ("", another case, a number, an array); nothing installed', async () => {
+    it('201 with deviceType null for deviceType "" or null, and isReadOnly false for isReadOnly null (same rules as auto-auth configs)', async () => {
       const d = await createDevice();
-      for (const deviceType of [ 'admin', '', 'Teacher', ' teacher', 1, [ 'teacher' ], {}, true ]) {
+      for (const body of [{ deviceType: '' }, { deviceType: null }, { isReadOnly: null }, { deviceType: '', isReadOnly: null }]) {
+        const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send(body).expect(201);
+        assert.deepStrictEqual([ res.body.deviceType, res.body.isReadOnly ], [ null, false ], JSON.stringify(body));
+        const row = await app.model.AppInstall.findByPk(res.body.id);
+        assert.deepStrictEqual([ row!.get('deviceType'), !!row!.get('isReadOnly') ], [ null, false ]);
+      }
+    });
+
+    it('400 设备类型必须是以下之一 for any other deviceType (another case, padded, a number, an array); nothing installed', async () => {
+      const d = await createDevice();
+      for (const deviceType of [ 'admin', 'Teacher', ' teacher', 1, [ 'teacher' ], {}, true ]) {
         const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ deviceType }).expect(400);
         assert.deepStrictEqual(res.body, err('设备类型必须是以下之一: teacher, student, classroom, parent', {
           field: 'deviceType', allowed: [ 'teacher', 'student', 'classroom', 'parent' ],
@@ -118,11 +128,11 @@ describe('test/app/controller/apps.test.ts', () => {
       assert.deepStrictEqual((await app.httpRequest().get(`/apps/devices/${d.uuid}/apps`).expect(200)).body.apps, []);
     });
 
-    it('400 isReadOnly 必须是布尔值 for anything but true or false (strings, numbers, null); nothing installed', async () => {
+    it('400 isReadOnly 必须是布尔值 for anything but true, false or null (strings, numbers, arrays); nothing installed', async () => {
       const d = await createDevice();
-      for (const isReadOnly of [ 'true', 'false', 1, 0, null, [], {}]) {
+      for (const isReadOnly of [ 'true', 'false', '', 1, 0, [], {}]) {
         const res = await app.httpRequest().post(`/apps/devices/${d.uuid}/install/k`).send({ isReadOnly }).expect(400);
-        assert.deepStrictEqual(res.body, err('isReadOnly 必须是布尔值 true 或 false', { field: 'isReadOnly' }));
+        assert.deepStrictEqual(res.body, err('isReadOnly 必须是布尔值 (true 或 false)', { field: 'isReadOnly' }));
       }
       assert.deepStrictEqual((await app.httpRequest().get(`/apps/devices/${d.uuid}/apps`).expect(200)).body.apps, []);
     });

@@ -1,7 +1,9 @@
 import assert from 'node:assert';
 import bcrypt from 'bcryptjs';
 import { app } from 'egg-mock/bootstrap';
+import type { Transaction } from 'sequelize';
 import type { Response } from 'supertest';
+import { configLockName } from '../../../app/service/autoAuth';
 import { createDevice, ISO_MS, overrideRateLimits, restoreRateLimits, type TestDevice } from '../../support/factories';
 
 const err = (message: string, details: unknown = null) => ({ success: false, message, details });
@@ -39,6 +41,21 @@ async function listConfigs(d: TestDevice, pw?: string) {
 async function storedConfig(id: string) {
   return await app.model.AutoAuthConfig.findByPk(id, { raw: true }) as unknown as { password: string | null; deviceId: number; deviceType: string | null; isReadOnly: unknown } | null;
 }
+
+/**
+ * Stores `n` configs with passwords `pw-00`, `pw-01`, … straight into the table (cheap cost-4
+ * hashes, as imported data may have), oldest first; the API would refuse more than the cap.
+ */
+async function storeConfigs(d: TestDevice, n: number) {
+  const base = Date.now() - 3600000;
+  await app.model.AutoAuthConfig.bulkCreate(Array.from({ length: n }, (_, i) => {
+    const at = new Date(base + i * 1000);
+    const nn = String(i).padStart(2, '0');
+    return { id: `stored-${d.id}-${nn}`, deviceId: d.id, password: bcrypt.hashSync(`pw-${nn}`, 4), deviceType: 'student', isReadOnly: false, createdAt: at, updatedAt: at };
+  }));
+}
+
+const LIMIT_ERROR = { success: false, message: '该设备的自动授权配置已达上限 (20)', details: { max: 20 }, code: 'AUTO_AUTH_CONFIG_LIMIT' };
 
 /** The default config every device gets (no password, classroom, writable). */
 async function defaultConfig(d: TestDevice, pw?: string) {
@@ -141,6 +158,25 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       await login({ namespace: 'class-3a', appId: 'cw' }).expect(201);
       const res = await login({ namespace: 'u-1', appId: 'cw' }).expect(404);
       assert.deepStrictEqual(res.body, err('设备不存在或 namespace 不正确'));
+    });
+
+    it('resolves a device\'s own namespace first, then the uuid of a device without one (NULL: its uuid was taken as a namespace)', async () => {
+      await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim' }).expect(201);
+      await app.httpRequest().post('/devices').send({ uuid: 'victim', deviceName: 'n' }).expect(201);
+      const deviceOf = async (namespace: string) => {
+        const t = await login({ namespace, appId: 'cw' }).expect(201);
+        return (await app.httpRequest().get('/kv/_token').set('x-app-token', t.body.token).expect(200)).body.device;
+      };
+      let device = await deviceOf('victim');
+      assert.deepStrictEqual([ device.uuid, device.namespace ], [ 'squatter', 'victim' ]);
+      await app.httpRequest().put('/auto-auth/devices/squatter/namespace').send({ namespace: 'elsewhere' }).expect(200);
+      for (const namespace of [ 'victim', '  victim ' ]) {
+        device = await deviceOf(namespace);
+        assert.deepStrictEqual([ device.uuid, device.namespace ], [ 'victim', 'victim' ]);
+      }
+      assert.strictEqual((await deviceOf('elsewhere')).uuid, 'squatter');
+      // A device with a namespace of its own is not found by its uuid.
+      await login({ namespace: 'squatter', appId: 'cw' }).expect(404);
     });
 
     it('matches the namespace exactly (case-sensitive), and ignores surrounding whitespace only when nothing matches exactly', async () => {
@@ -263,6 +299,22 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       await app.model.AutoAuthConfig.update({ password: bcrypt.hashSync('legacy', 8).replace(/^\$2[ab]\$/, '$2y$') }, { where: { id: c.id } });
       await login({ namespace: d.uuid, password: 'legacy', appId: 'cw' }).expect(201);
       await login({ namespace: d.uuid, password: 'temp', appId: 'cw' }).expect(401);
+    });
+
+    it('verifies a password against at most 20 configs, oldest first (more can only come from imported data)', async () => {
+      const d = await createDevice();
+      await storeConfigs(d, 22);
+      overrideRateLimits({ password: 0 });
+      for (const pw of [ 'pw-00', 'pw-19' ]) {
+        const res = await login({ namespace: d.uuid, password: pw, appId: 'cw' }).expect(201);
+        assert.strictEqual(res.body.deviceType, 'student');
+      }
+      for (const pw of [ 'pw-20', 'pw-21' ]) {
+        const res = await login({ namespace: d.uuid, password: pw, appId: 'cw' }).expect(401);
+        assert.deepStrictEqual(res.body, err('密码不正确'));
+      }
+      // The password-less default config is not among the 20.
+      await login({ namespace: d.uuid, appId: 'cw' }).expect(201);
     });
 
     describe('failed attempts (RATE_LIMIT_PASSWORD per client IP and namespace)', () => {
@@ -482,6 +534,24 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       await addConfig(await createDevice(), { password: 'same' });
     });
 
+    it('400 该设备的自动授权配置已达上限 (20), code AUTO_AUTH_CONFIG_LIMIT, for a 21st config (checked before the duplicate); deleting one makes room', async () => {
+      const d = await createDevice(); // the default config is the first
+      await storeConfigs(d, 19);
+      assert.strictEqual((await listConfigs(d)).length, 20);
+      for (const body of [{ password: 'new-pw' }, { password: 'pw-00' }, {}, { deviceType: 'teacher' }]) {
+        const res = await app.httpRequest().post(configsPath(d)).send(body).expect(400);
+        assert.deepStrictEqual(res.body, LIMIT_ERROR);
+      }
+      assert.strictEqual((await listConfigs(d)).length, 20);
+      await app.httpRequest().delete(configPath(d, `stored-${d.id}-07`)).expect(204);
+      await addConfig(d, { password: 'new-pw', deviceType: 'teacher' });
+      const res = await app.httpRequest().post(configsPath(d)).send({ password: 'one-more' }).expect(400);
+      assert.deepStrictEqual(res.body, LIMIT_ERROR);
+      await login({ namespace: d.uuid, password: 'new-pw', appId: 'cw' }).expect(201);
+      // The cap is per device.
+      await addConfig(await createDevice(), { password: 'new-pw' });
+    });
+
     it('two concurrent creates with the same password: one 201, one 400', async () => {
       const d = await createDevice();
       const results = await Promise.all([ 1, 2 ].map(() => app.httpRequest().post(configsPath(d)).send({ password: 'race' })));
@@ -534,6 +604,80 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       assert.deepStrictEqual(res.body, err('需要提供密码或JWT token'));
       assert.strictEqual((await listConfigs(d, 'pw')).length, 1);
       await addConfig(d, { password: 'x' }, 'pw');
+    });
+  });
+
+  describe('config changes under the device\'s lock (MySQL named lock)', () => {
+    beforeEach(function() {
+      if (app.model.getDialect() !== 'mysql') this.skip();
+    });
+
+    const BUSY = { success: false, message: '该设备的自动授权配置正在被其他请求修改，请稍后重试', details: null, code: 'AUTO_AUTH_CONFIG_BUSY' };
+
+    async function lockQuery(sql: string, deviceId: number, transaction?: Transaction) {
+      const [ row ] = await app.model.query(sql, {
+        replacements: [ configLockName(app.model.config.database, deviceId) ], transaction, type: 'SELECT', raw: true,
+      }) as Array<{ v: number | string | null }>;
+      return row.v === null ? null : Number(row.v);
+    }
+
+    /** Runs `fn` while another connection (a transaction of the test) holds the device's lock. */
+    async function whileLocked(deviceId: number, fn: () => Promise<void>) {
+      await app.model.transaction(async t => {
+        assert.strictEqual(await lockQuery('SELECT GET_LOCK(?, 0) AS v', deviceId, t), 1);
+        try {
+          await fn();
+        } finally {
+          await lockQuery('SELECT RELEASE_LOCK(?) AS v', deviceId, t);
+        }
+      });
+    }
+
+    const lockIsFree = async (deviceId: number) => assert.strictEqual(await lockQuery('SELECT IS_FREE_LOCK(?) AS v', deviceId), 1);
+
+    it('409 AUTO_AUTH_CONFIG_BUSY (never 5xx) when another connection holds the lock past the wait; nothing changes; other devices are not held up', async function() {
+      this.timeout(30000);
+      const d = await createDevice();
+      const other = await createDevice();
+      const c = await addConfig(d, { password: 'old', deviceType: 'student' });
+      await whileLocked(d.id, async () => {
+        const [ created, updated ] = await Promise.all([
+          app.httpRequest().post(configsPath(d)).send({ password: 'new' }),
+          app.httpRequest().put(configPath(d, c.id)).send({ password: 'changed', deviceType: 'teacher' }),
+          addConfig(other, { password: 'new' }),
+        ]);
+        for (const res of [ created, updated ]) {
+          assert.strictEqual(res.status, 409, JSON.stringify(res.body));
+          assert.deepStrictEqual(res.body, BUSY);
+        }
+      });
+      const configs = await listConfigs(d);
+      assert.deepStrictEqual(configs.map(x => [ x.hasPassword, x.deviceType ]), [[ true, 'student' ], [ false, 'classroom' ]]);
+      await login({ namespace: d.uuid, password: 'old', appId: 'cw' }).expect(201);
+      // Released: the same changes now go through.
+      await lockIsFree(d.id);
+      await addConfig(d, { password: 'new' });
+      await app.httpRequest().put(configPath(d, c.id)).send({ password: 'changed' }).expect(200);
+    });
+
+    it('the lock is free again after every answer: 201, 200, each 400, 409', async function() {
+      this.timeout(30000);
+      const d = await createDevice();
+      const c = await addConfig(d, { password: 'a' });
+      await lockIsFree(d.id);
+      await app.httpRequest().put(configPath(d, c.id)).send({ password: 'b' }).expect(200);
+      await lockIsFree(d.id);
+      await app.httpRequest().post(configsPath(d)).send({ password: 'b' }).expect(400);
+      await lockIsFree(d.id);
+      await app.httpRequest().put(configPath(d, (await defaultConfig(d)).id)).send({ password: 'b' }).expect(400);
+      await lockIsFree(d.id);
+      await storeConfigs(d, 18);
+      await app.httpRequest().post(configsPath(d)).send({ password: 'c' }).expect(400);
+      await lockIsFree(d.id);
+      await whileLocked(d.id, async () => {
+        await app.httpRequest().put(configPath(d, c.id)).send({ password: 'c' }).expect(409);
+      });
+      await lockIsFree(d.id);
     });
   });
 
@@ -767,6 +911,25 @@ describe('test/app/controller/autoAuth.test.ts', () => {
       res = await app.httpRequest().put(namespacePath(b)).send({ namespace: 'SHARED' }).expect(200);
       assert.strictEqual(res.body.device.namespace, 'SHARED');
       assert.strictEqual((await app.httpRequest().get(`/devices/${enc(a.uuid)}`)).body.namespace, 'shared');
+    });
+
+    it('409 该 namespace 已被其他设备使用 for the uuid of a device without a namespace of its own; that device may take it', async () => {
+      await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim' }).expect(201);
+      await app.httpRequest().post('/devices').send({ uuid: 'victim', deviceName: 'n' }).expect(201);
+      const other = await createDevice();
+      // While the squatter has it, nobody else may take it, the victim neither.
+      let res = await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim' }).expect(409);
+      assert.deepStrictEqual(res.body, err('该 namespace 已被其他设备使用'));
+      await app.httpRequest().put('/auto-auth/devices/squatter/namespace').send({ namespace: 'elsewhere' }).expect(200);
+      for (const namespace of [ 'victim', ' victim ' ]) {
+        res = await app.httpRequest().put(namespacePath(other)).send({ namespace }).expect(409);
+        assert.deepStrictEqual(res.body, err('该 namespace 已被其他设备使用'));
+      }
+      res = await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim' }).expect(200);
+      assert.strictEqual(res.body.device.namespace, 'victim');
+      // Then it is an ordinary namespace; the victim may also move on, freeing it.
+      await app.httpRequest().put('/auto-auth/devices/victim/namespace').send({ namespace: 'victim-2' }).expect(200);
+      await app.httpRequest().put(namespacePath(other)).send({ namespace: 'victim' }).expect(200);
     });
 
     it('device credentials: 401 without the device password (unchanged), 200 with it', async () => {

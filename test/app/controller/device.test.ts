@@ -98,6 +98,7 @@ describe('test/app/controller/device.test.ts', () => {
 
     describe('namespace (§6.1)', () => {
       const nsOf = async (uuid: string) => (await app.httpRequest().get(`/devices/${encodeURIComponent(uuid)}`).expect(200)).body.namespace;
+      const nsId = async (uuid: string) => (await app.httpRequest().get(`/devices/${encodeURIComponent(uuid)}`).expect(200)).body.id;
 
       it('201 with the given namespace, trimmed, in the answer (after name) and in GET /devices/:uuid', async () => {
         const res = await app.httpRequest().post('/devices').send({ uuid: 'ns-1', deviceName: 'Room', namespace: '  class-1a  ' }).expect(201);
@@ -136,6 +137,39 @@ describe('test/app/controller/device.test.ts', () => {
         assert.strictEqual(await app.model.AutoAuthConfig.count(), 2);
         // Another device's uuid is free as a namespace when that device's namespace is something else.
         await app.httpRequest().post('/devices').send({ uuid: 'fifth', deviceName: 'n', namespace: 'first' }).expect(201);
+      });
+
+      it('201 without a namespace when the uuid is already another device\'s namespace (never 409 for a Part I client): stored NULL, shown as the uuid', async () => {
+        await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim-uuid' }).expect(201);
+        for (const namespace of [ undefined, null, '', '  ' ]) {
+          await app.model.Device.destroy({ where: { uuid: 'victim-uuid' } });
+          const res = await app.httpRequest().post('/devices').send({ uuid: 'victim-uuid', deviceName: 'Victim', namespace }).expect(201);
+          const { id, createdAt } = res.body.device;
+          assert.deepStrictEqual(res.body, { success: true, device: { id, uuid: 'victim-uuid', name: 'Victim', namespace: 'victim-uuid', createdAt } });
+        }
+        const row = await app.model.Device.findOne({ where: { uuid: 'victim-uuid' }, raw: true }) as unknown as { namespace: string | null };
+        assert.strictEqual(row.namespace, null);
+        assert.strictEqual(await nsOf('victim-uuid'), 'victim-uuid');
+        assert.strictEqual(await nsOf('squatter'), 'victim-uuid');
+        // The device is a full Part I device: password, token, KV, and its token shows the namespace as its uuid.
+        await app.httpRequest().post('/devices/victim-uuid/password').send({ newPassword: 'pw' }).expect(200);
+        const install = await app.httpRequest().post('/apps/devices/victim-uuid/install/cw').set('x-device-password', 'pw').expect(201);
+        await app.httpRequest().post('/kv/k').set('x-app-token', install.body.token).send({ a: 1 }).expect(200);
+        const token = await app.httpRequest().get('/kv/_token').set('x-app-token', install.body.token).expect(200);
+        assert.deepStrictEqual(token.body.device, { id: await nsId('victim-uuid'), uuid: 'victim-uuid', name: 'Victim', namespace: 'victim-uuid' });
+      });
+
+      it('409 该 namespace 已被使用 for a namespace that is a NULL-namespace device\'s uuid (its namespace)', async () => {
+        await app.httpRequest().post('/devices').send({ uuid: 'squatter', deviceName: 'n', namespace: 'victim-uuid' }).expect(201);
+        await app.httpRequest().post('/devices').send({ uuid: 'victim-uuid', deviceName: 'n' }).expect(201);
+        // The squatter moves on: the victim's uuid is still its namespace.
+        await app.httpRequest().put('/auto-auth/devices/squatter/namespace').send({ namespace: 'elsewhere' }).expect(200);
+        for (const namespace of [ 'victim-uuid', ' victim-uuid ' ]) {
+          const res = await app.httpRequest().post('/devices').send({ uuid: 'third', deviceName: 'n', namespace }).expect(409);
+          assert.deepStrictEqual(res.body, err('该 namespace 已被使用'));
+        }
+        await app.httpRequest().get('/devices/third').expect(404);
+        await app.httpRequest().post('/devices').send({ uuid: 'third', deviceName: 'n', namespace: 'elsewhere' }).expect(409);
       });
 
       it('409 设备UUID已存在 first when both the uuid and the namespace are taken', async () => {
