@@ -7,23 +7,12 @@
  * NO PAD collation ("a" and "a " are different keys; "A" and "a" too).
  * SQLite compares TEXT byte-wise already.
  */
-async function binaryCollation(queryInterface) {
-  if (queryInterface.sequelize.getDialect() !== 'mysql') return undefined;
-  const [ rows ] = await queryInterface.sequelize.query('SELECT VERSION() AS v');
-  const version = String(rows[0].v);
-  if (/mariadb/i.test(version)) return 'utf8mb4_nopad_bin';
-  const major = Number(version.split('.')[0]);
-  return major >= 8 ? 'utf8mb4_0900_bin' : 'utf8mb4_bin';
-}
+const { schemaHelpers } = require('../collation');
 
 module.exports = {
   async up(queryInterface, Sequelize) {
-    const collate = await binaryCollation(queryInterface);
-    const tableOptions = queryInterface.sequelize.getDialect() === 'mysql'
-      ? { charset: 'utf8mb4', collate: 'utf8mb4_unicode_ci', engine: 'InnoDB' }
-      : {};
     // Byte-exact strings (keys, uuids, appIds); a plain VARCHAR on SQLite.
-    const exact = length => (collate ? `VARCHAR(${length}) CHARACTER SET utf8mb4 COLLATE ${collate}` : Sequelize.STRING(length));
+    const { collate, tableOptions, exact } = await schemaHelpers(queryInterface, Sequelize);
 
     await queryInterface.createTable('devices', {
       id: { type: Sequelize.INTEGER, primaryKey: true, autoIncrement: true },

@@ -13,14 +13,7 @@
  */
 const crypto = require('crypto');
 
-async function binaryCollation(queryInterface) {
-  if (queryInterface.sequelize.getDialect() !== 'mysql') return undefined;
-  const [ rows ] = await queryInterface.sequelize.query('SELECT VERSION() AS v');
-  const version = String(rows[0].v);
-  if (/mariadb/i.test(version)) return 'utf8mb4_nopad_bin';
-  const major = Number(version.split('.')[0]);
-  return major >= 8 ? 'utf8mb4_0900_bin' : 'utf8mb4_bin';
-}
+const { schemaHelpers } = require('../collation');
 
 /** A time-ordered UUID (version 7), like the server's install and config ids. */
 function uuidv7(ms, seq) {
@@ -35,9 +28,7 @@ module.exports = {
   async up(queryInterface, Sequelize) {
     const sequelize = queryInterface.sequelize;
     const mysql = sequelize.getDialect() === 'mysql';
-    const collate = await binaryCollation(queryInterface);
-    const tableOptions = mysql ? { charset: 'utf8mb4', collate: 'utf8mb4_unicode_ci', engine: 'InnoDB' } : {};
-    const exact = length => (collate ? `VARCHAR(${length}) CHARACTER SET utf8mb4 COLLATE ${collate}` : Sequelize.STRING(length));
+    const { tableOptions, exact } = await schemaHelpers(queryInterface, Sequelize);
 
     // devices.namespace: added nullable, filled with the uuid, then indexed unique.
     await queryInterface.addColumn('devices', 'namespace', { type: exact(191), allowNull: true });

@@ -7,11 +7,10 @@
  * Needs `npm run build` first (npm run test:cluster does it).
  */
 import assert from 'node:assert';
-import { closeAllClients, COMBINATIONS, joinedPayload, TestClient, TransportName } from '../support/socket';
+import { COMBINATIONS, joinedPayload, TestClient, TransportName } from '../support/socket';
 import {
-  ADDR_W0, ADDR_W1, Cluster,
-  closeRedis, deviceWithToken, eventually, joinedClient, pidOfInstance,
-  presence, request, resetRateLimits, startCluster, truncateTables,
+  ADDR_W0, ADDR_W1, Cluster, deviceWithToken, eventually, joinedClient, pidOfInstance, presence,
+  request, useCluster,
 } from './support';
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -22,33 +21,14 @@ const SWEEP_BOUND_MS = 500 + 1500;
 describe('test/cluster/cluster.test.ts', function() {
   let cluster: Cluster;
 
-  before(async function() {
-    cluster = await startCluster({ workers: 2, env: { RATE_LIMIT_KV_READ: '5' } });
-  });
-
-  beforeEach(async () => {
-    await truncateTables();
-    await resetRateLimits(cluster.prefix);
-  });
-
-  afterEach(async function() {
-    closeAllClients();
-    if (this.currentTest?.state === 'failed' && cluster) {
-      console.error(`--- cluster output (tail) ---\n${cluster.output().slice(-6000)}`);
-    }
+  useCluster({ RATE_LIMIT_KV_READ: '5' }, c => {
+    cluster = c;
+  }, async c => {
     // Leave no socket behind for the next test: wait until nobody is online.
-    if (cluster) {
-      await eventually('GET /devices/online to be empty after the test', async () => {
-        const res = await request(cluster.url, 'GET', '/devices/online');
-        return res.status === 200 && res.body.devices.length === 0;
-      }).catch(() => undefined);
-    }
-  });
-
-  after(async () => {
-    closeAllClients();
-    await cluster?.stop();
-    await closeRedis();
+    await eventually('GET /devices/online to be empty after the test', async () => {
+      const res = await request(c.url, 'GET', '/devices/online');
+      return res.status === 200 && res.body.devices.length === 0;
+    }).catch(() => undefined);
   });
 
   async function instanceOf(uuid: string, client: TestClient) {

@@ -8,10 +8,10 @@
  * Needs `npm run build` first (npm run test:cluster does it).
  */
 import assert from 'node:assert';
-import { closeAllClients, TestClient } from '../support/socket';
+import { TestClient } from '../support/socket';
 import {
-  ADDR_W0, ADDR_W1, Cluster, closeRedis, deviceWithToken, eventually, joinedClient, presence, request,
-  resetRateLimits, startCluster, truncateTables,
+  ADDR_W0, ADDR_W1, Cluster, deviceWithToken, eventually, joinedClient, presence, request,
+  resetRateLimits, useCluster,
 } from './support';
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -20,26 +20,8 @@ const SENDER_INFO = { appId: 'cluster-test', deviceType: null, deviceName: 'Unkn
 describe('test/cluster/events.test.ts', function() {
   let cluster: Cluster;
 
-  before(async function() {
-    cluster = await startCluster({ workers: 2, env: { RATE_LIMIT_EVENTS: '4', RATE_LIMIT_HISTORY: '3' } });
-  });
-
-  beforeEach(async () => {
-    await truncateTables();
-    await resetRateLimits(cluster.prefix);
-  });
-
-  afterEach(async function() {
-    closeAllClients();
-    if (this.currentTest?.state === 'failed' && cluster) {
-      console.error(`--- cluster output (tail) ---\n${cluster.output().slice(-6000)}`);
-    }
-  });
-
-  after(async () => {
-    closeAllClients();
-    await cluster?.stop();
-    await closeRedis();
+  useCluster({ RATE_LIMIT_EVENTS: '4', RATE_LIMIT_HISTORY: '3' }, c => {
+    cluster = c;
   });
 
   async function installToken(uuid: string, appId: string) {

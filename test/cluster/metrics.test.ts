@@ -8,38 +8,18 @@
  * Needs `npm run build` first.
  */
 import assert from 'node:assert';
-import { closeAllClients, TestClient } from '../support/socket';
+import { TestClient } from '../support/socket';
 import { parseMetrics, sample, Sample } from '../support/metrics';
 import {
-  ADDR_W0, ADDR_W1, Cluster,
-  closeRedis, deviceWithToken, eventually, joinedClient, pidOfInstance,
-  presence, request, resetRateLimits, startCluster, truncateTables,
+  ADDR_W0, ADDR_W1, Cluster, deviceWithToken, eventually, joinedClient, pidOfInstance, presence,
+  request, useCluster,
 } from './support';
 
 describe('test/cluster/metrics.test.ts', function() {
   let cluster: Cluster;
-
-  before(async function() {
-    // Counts fresh on every scrape: each test starts from empty tables.
-    cluster = await startCluster({ workers: 2, env: { METRICS_CACHE_MS: '0' } });
-  });
-
-  beforeEach(async () => {
-    await truncateTables();
-    await resetRateLimits(cluster.prefix);
-  });
-
-  afterEach(async function() {
-    closeAllClients();
-    if (this.currentTest?.state === 'failed' && cluster) {
-      console.error(`--- cluster output (tail) ---\n${cluster.output().slice(-6000)}`);
-    }
-  });
-
-  after(async () => {
-    closeAllClients();
-    await cluster?.stop();
-    await closeRedis();
+  // Counts fresh on every scrape: each test starts from empty tables.
+  useCluster({ METRICS_CACHE_MS: '0' }, c => {
+    cluster = c;
   });
 
   async function scrape(localAddress: string): Promise<Sample[]> {

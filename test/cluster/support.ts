@@ -16,7 +16,7 @@ import crypto from 'node:crypto';
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import IORedis from 'ioredis';
 import mysql from 'mysql2/promise';
-import { ClientOptions, openJoined, TestClient } from '../support/socket';
+import { ClientOptions, closeAllClients, openJoined, TestClient } from '../support/socket';
 
 export const ROOT = path.join(__dirname, '..', '..');
 const EGG_SCRIPTS = require.resolve('egg-scripts/bin/egg-scripts.js');
@@ -306,4 +306,34 @@ export async function deviceWithToken(baseUrl: string, localAddress?: string) {
  */
 export function joinedClient(url: string, opts: ClientOptions & { token: string; localAddress: string }): Promise<TestClient> {
   return openJoined(url, { waitMs: WAIT_MS, ...opts });
+}
+
+/**
+ * The hooks of a suite on one 2-worker cluster: started once with `env`, clean tables and
+ * rate limits before each test, clients closed (and the cluster's output printed when a test
+ * failed) after each, everything stopped at the end. `use` receives the cluster once it runs;
+ * `afterEachTest` runs after each test's own clean-up.
+ */
+export function useCluster(env: Record<string, string>, use: (cluster: Cluster) => void, afterEachTest?: (cluster: Cluster) => Promise<void>) {
+  let cluster: Cluster | undefined;
+  before(async () => {
+    cluster = await startCluster({ workers: 2, env });
+    use(cluster);
+  });
+  beforeEach(async () => {
+    await truncateTables();
+    await resetRateLimits(cluster!.prefix);
+  });
+  afterEach(async function() {
+    closeAllClients();
+    if (this.currentTest?.state === 'failed' && cluster) {
+      console.error(`--- cluster output (tail) ---\n${cluster.output().slice(-6000)}`);
+    }
+    if (cluster && afterEachTest) await afterEachTest(cluster);
+  });
+  after(async () => {
+    closeAllClients();
+    await cluster?.stop();
+    await closeRedis();
+  });
 }

@@ -91,8 +91,11 @@ describe('test/database/migrations.test.ts', () => {
     // The schema as this server's 1.1 release left it: the first migration only.
     const firstOnly = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-migr-1.1-'));
     try {
-      fs.copyFileSync(path.join(MIGRATIONS_DIR, FIRST), path.join(firstOnly, FIRST));
-      assert.deepStrictEqual(await migrateUp(sequelize, firstOnly), [ FIRST ]);
+      // database/ as a copy: migrations/<the first one> and what migrations share (collation.js).
+      fs.mkdirSync(path.join(firstOnly, 'migrations'));
+      fs.copyFileSync(path.join(MIGRATIONS_DIR, FIRST), path.join(firstOnly, 'migrations', FIRST));
+      fs.copyFileSync(path.join(MIGRATIONS_DIR, '..', 'collation.js'), path.join(firstOnly, 'collation.js'));
+      assert.deepStrictEqual(await migrateUp(sequelize, path.join(firstOnly, 'migrations')), [ FIRST ]);
     } finally {
       fs.rmSync(firstOnly, { recursive: true, force: true });
     }

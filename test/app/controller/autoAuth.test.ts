@@ -5,6 +5,7 @@ import type { Transaction } from 'sequelize';
 import type { Response } from 'supertest';
 import { configLockName } from '../../../app/service/autoAuth';
 import { createDevice, ISO_MS, overrideRateLimits, restoreRateLimits, type TestDevice } from '../../support/factories';
+import { assertTooMany } from '../../support/assertions';
 
 const err = (message: string, details: unknown = null) => ({ success: false, message, details });
 const TOKEN = /^[0-9a-f]{64}$/;
@@ -63,21 +64,6 @@ async function defaultConfig(d: TestDevice, pw?: string) {
   const found = configs.find(c => !c.hasPassword);
   assert.ok(found, 'default config');
   return found;
-}
-
-function assertTooMany(res: Response, limit: number) {
-  assert.strictEqual(res.status, 429);
-  assert.match(res.headers['content-type'], /application\/json/);
-  const retryAfter = Number(res.headers['retry-after']);
-  assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, res.headers['retry-after']);
-  assert.deepStrictEqual(res.body, {
-    success: false,
-    message: '密码尝试次数过多，请稍后再试',
-    details: { limit, windowSeconds: 60, retryAfter },
-    code: 'TOO_MANY_ATTEMPTS',
-  });
-  assert.strictEqual(res.headers['ratelimit-policy'], `${limit};w=60`);
-  assert.strictEqual(res.headers.ratelimit, `limit=${limit}, remaining=0, reset=${retryAfter}`);
 }
 
 /** A 4xx with the contract's JSON error body. */
@@ -326,8 +312,8 @@ describe('test/app/controller/autoAuth.test.ts', () => {
           const res = await login({ namespace: d.uuid, password: 'bad', appId: 'cw' }).expect(401);
           assert.deepStrictEqual(res.body, err('密码不正确'));
         }
-        assertTooMany(await login({ namespace: d.uuid, password: 'pw', appId: 'cw' }), 2);
-        assertTooMany(await login({ namespace: d.uuid, appId: 'cw' }), 2);
+        assertTooMany(await login({ namespace: d.uuid, password: 'pw', appId: 'cw' }), 2, 'attempts');
+        assertTooMany(await login({ namespace: d.uuid, appId: 'cw' }), 2, 'attempts');
         const tokens = await app.httpRequest().get('/apps/tokens').query({ uuid: d.uuid }).expect(200);
         assert.deepStrictEqual(tokens.body.tokens, []);
       });
@@ -338,7 +324,7 @@ describe('test/app/controller/autoAuth.test.ts', () => {
         const limit = app.config.classworks.rateLimit.password;
         assert.strictEqual(limit, 10);
         for (let i = 0; i < limit; i++) await login({ namespace: d.uuid, password: `bad-${i}`, appId: 'cw' }).expect(401);
-        assertTooMany(await login({ namespace: d.uuid, password: 'pw', appId: 'cw' }), limit);
+        assertTooMany(await login({ namespace: d.uuid, password: 'pw', appId: 'cw' }), limit, 'attempts');
       });
 
       it('a missing password where one is needed counts as a failure too', async () => {
@@ -346,7 +332,7 @@ describe('test/app/controller/autoAuth.test.ts', () => {
         overrideRateLimits({ password: 2 });
         await login({ namespace: d.uuid, appId: 'cw' }).expect(401);
         await login({ namespace: d.uuid, appId: 'cw' }).expect(401);
-        assertTooMany(await login({ namespace: d.uuid, appId: 'cw' }), 2);
+        assertTooMany(await login({ namespace: d.uuid, appId: 'cw' }), 2, 'attempts');
       });
 
       it('counts per namespace: another namespace from the same IP still works; successes and 404s are not counted', async () => {
@@ -359,7 +345,7 @@ describe('test/app/controller/autoAuth.test.ts', () => {
         await login({ namespace: a.uuid, password: 'bad', appId: 'cw' }).expect(401);
         await login({ namespace: a.uuid, password: 'pw', appId: 'cw' }).expect(201);
         await login({ namespace: a.uuid, password: 'bad', appId: 'cw' }).expect(401);
-        assertTooMany(await login({ namespace: a.uuid, password: 'pw', appId: 'cw' }), 2);
+        assertTooMany(await login({ namespace: a.uuid, password: 'pw', appId: 'cw' }), 2, 'attempts');
         await login({ namespace: b.uuid, appId: 'cw' }).expect(201);
       });
 

@@ -1,23 +1,7 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
-import type { Response } from 'supertest';
 import { deviceWithToken, installApp, overrideRateLimits, restoreRateLimits } from '../../support/factories';
-
-/** Asserts the contract's 429: JSON error body plus RateLimit-Policy, RateLimit and Retry-After. */
-function assertLimited(res: Response, limit: number) {
-  assert.strictEqual(res.status, 429);
-  assert.match(res.headers['content-type'], /application\/json/);
-  const retryAfter = Number(res.headers['retry-after']);
-  assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, res.headers['retry-after']);
-  assert.deepStrictEqual(res.body, {
-    success: false,
-    message: '请求过于频繁，请稍后再试',
-    details: { limit, windowSeconds: 60, retryAfter },
-    code: 'RATE_LIMITED',
-  });
-  assert.strictEqual(res.headers['ratelimit-policy'], `${limit};w=60`);
-  assert.strictEqual(res.headers.ratelimit, `limit=${limit}, remaining=0, reset=${retryAfter}`);
-}
+import { assertTooMany } from '../../support/assertions';
 
 describe('test/app/middleware/rateLimit.test.ts', () => {
   afterEach(() => restoreRateLimits());
@@ -30,9 +14,9 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
         assert.strictEqual(res.headers['ratelimit-policy'], '3;w=60');
         assert.match(res.headers.ratelimit, new RegExp(`^limit=3, remaining=${3 - i}, reset=\\d+$`));
       }
-      assertLimited(await app.httpRequest().get('/devices/online'), 3);
+      assertTooMany(await app.httpRequest().get('/devices/online'), 3, 'requests');
       // Still limited: every further request is refused within the window.
-      assertLimited(await app.httpRequest().post('/devices').send({ uuid: 'late', deviceName: 'n' }), 3);
+      assertTooMany(await app.httpRequest().post('/devices').send({ uuid: 'late', deviceName: 'n' }), 3, 'requests');
       overrideRateLimits({ ip: 0 });
       await app.httpRequest().get('/devices/late').expect(404);
     });
@@ -42,8 +26,8 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       await app.httpRequest().post('/auth/device/code').expect(200);
       await app.httpRequest().get('/apps/tokens').expect(400);
       await app.httpRequest().get('/devices/nobody').expect(404);
-      assertLimited(await app.httpRequest().get('/auth/device/status').query({ device_code: 'x' }), 3);
-      assertLimited(await app.httpRequest().get('/apps/tokens').query({ uuid: 'x' }), 3);
+      assertTooMany(await app.httpRequest().get('/auth/device/status').query({ device_code: 'x' }), 3, 'requests');
+      assertTooMany(await app.httpRequest().get('/apps/tokens').query({ uuid: 'x' }), 3, 'requests');
     });
 
     it('/check, / and Socket.IO transport paths are not counted', async () => {
@@ -55,7 +39,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
         await app.httpRequest().get('/socket.io/').query({ EIO: '4', transport: 'polling' });
       }
       await app.httpRequest().get('/devices/online').expect(200);
-      assertLimited(await app.httpRequest().get('/devices/online'), 1);
+      assertTooMany(await app.httpRequest().get('/devices/online'), 1, 'requests');
     });
 
     it('/kv requests do not use the per-IP quota', async () => {
@@ -63,7 +47,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       overrideRateLimits({ ip: 1 });
       for (let i = 0; i < 3; i++) await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
       // deviceWithToken used 2 requests of the IP quota before the limit was lowered.
-      assertLimited(await app.httpRequest().get('/devices/online'), 1);
+      assertTooMany(await app.httpRequest().get('/devices/online'), 1, 'requests');
     });
 
     it('CORS preflights are not counted, and a 429 still carries CORS headers', async () => {
@@ -74,7 +58,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       }
       await app.httpRequest().get('/devices/online').expect(200);
       const res = await app.httpRequest().get('/devices/online').set('Origin', 'http://example.com');
-      assertLimited(res, 1);
+      assertTooMany(res, 1, 'requests');
       assert.strictEqual(res.headers['access-control-allow-origin'], '*');
       assert.match(res.headers['access-control-expose-headers'], /Retry-After/);
     });
@@ -96,7 +80,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
       await app.httpRequest().get('/kv/_keys').set('x-app-token', token).expect(200);
       await app.httpRequest().get('/kv/missing').set('x-app-token', token).expect(404);
-      assertLimited(await app.httpRequest().get('/kv').set('x-app-token', token), 3);
+      assertTooMany(await app.httpRequest().get('/kv').set('x-app-token', token), 3, 'requests');
       // Other buckets are untouched.
       await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ a: 1 }).expect(200);
       await app.httpRequest().delete('/kv/k').set('x-app-token', token).expect(204);
@@ -108,7 +92,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       overrideRateLimits({ kvWrite: 2 });
       await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 1 }).expect(200);
       await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 2 }).expect(200);
-      assertLimited(await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 3 }), 2);
+      assertTooMany(await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 3 }), 2, 'requests');
       const read = await app.httpRequest().get('/kv/k').set('x-app-token', token).expect(200);
       assert.deepStrictEqual(read.body, { v: 2 });
       await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ b: {} }).expect(200);
@@ -121,7 +105,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       await app.httpRequest().post('/kv/b').set('x-app-token', token).send({}).expect(200);
       overrideRateLimits({ kvDelete: 1 });
       await app.httpRequest().delete('/kv/a').set('x-app-token', token).expect(204);
-      assertLimited(await app.httpRequest().delete('/kv/b').set('x-app-token', token), 1);
+      assertTooMany(await app.httpRequest().delete('/kv/b').set('x-app-token', token), 1, 'requests');
       await app.httpRequest().get('/kv/b').set('x-app-token', token).expect(200);
       await app.httpRequest().post('/kv/c').set('x-app-token', token).send({}).expect(200);
     });
@@ -130,7 +114,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       const { token } = await deviceWithToken();
       overrideRateLimits({ kvBatch: 1 });
       await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ a: {} }).expect(200);
-      assertLimited(await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ b: {} }), 1);
+      assertTooMany(await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ b: {} }), 1, 'requests');
       await app.httpRequest().get('/kv/b').set('x-app-token', token).expect(404);
       await app.httpRequest().post('/kv/c').set('x-app-token', token).send({}).expect(200);
     });
@@ -141,7 +125,7 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       overrideRateLimits({ kvRead: 2 });
       await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
       await app.httpRequest().get('/kv/_info').set('Authorization', `Bearer ${token}`).expect(200);
-      assertLimited(await app.httpRequest().get('/kv/_info').query({ token }), 2);
+      assertTooMany(await app.httpRequest().get('/kv/_info').query({ token }), 2, 'requests');
       await app.httpRequest().get('/kv/_info').set('x-app-token', other.token).expect(200);
     });
 
@@ -150,8 +134,8 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
       overrideRateLimits({ kvWrite: 2 });
       await app.httpRequest().post('/kv/k').type('text/plain').send(JSON.stringify({ token, v: 1 })).expect(200);
       await app.httpRequest().post('/kv/k').type('form').send(JSON.stringify({ apptoken: token, v: 2 })).expect(200);
-      assertLimited(await app.httpRequest().post('/kv/k').type('text/plain').send(JSON.stringify({ token, v: 3 })), 2);
-      assertLimited(await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 4 }), 2);
+      assertTooMany(await app.httpRequest().post('/kv/k').type('text/plain').send(JSON.stringify({ token, v: 3 })), 2, 'requests');
+      assertTooMany(await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 4 }), 2, 'requests');
       const read = await app.httpRequest().get('/kv/k').set('x-app-token', token).expect(200);
       assert.deepStrictEqual(read.body, { v: 2 });
     });
