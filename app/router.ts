@@ -50,6 +50,7 @@ export default (app: Application) => {
   // Reserved names first, then `:key`.
   router.get('/kv/_info', kvAuth, controller.kv.info);
   router.get('/kv/_token', kvAuth, controller.kv.token);
+  router.get('/kv/_changes', kvAuth, controller.kv.changes);
   router.get('/kv/_keys', kvAuth, controller.kv.keys);
   router.post('/kv/_batchimport', kvAuth, controller.kv.batchImport);
   router.get('/kv', kvAuth, controller.kv.list);

@@ -27,6 +27,12 @@ export default class KvController extends Controller {
     this.ctx.body = await this.service.tokens.describe(this.ctx.kvToken.installId);
   }
 
+  /** The device's changes after `since`, oldest first (CONTRACT.md §7). */
+  async changes() {
+    const q = rules.changesQuery(this.ctx.query);
+    this.ctx.body = await this.service.changes.since(this.ctx.kvToken, q.since, q.limit);
+  }
+
   async keys() {
     const q = rules.listQuery(this.ctx.query);
     const { keys, total } = await this.service.kv.keys(this.ctx.kvToken.deviceId, q);

@@ -1,5 +1,6 @@
 import { Service } from 'egg';
 import { QueryTypes, Transaction, UniqueConstraintError } from 'sequelize';
+import { HttpError, notFound } from '../lib/errors';
 import type { KvChange } from '../lib/kvEvents';
 import type { DeviceLogAttributes } from '../model/deviceLog';
 
@@ -124,6 +125,38 @@ export default class ChangesService extends Service {
       const payload = Number(row.seq) === 0 ? kvPayload(device.uuid, row) : JSON.parse(row.payload ?? 'null');
       return { ...payload, type: row.type, recordedAt };
     });
+  }
+
+  /**
+   * The device's KV changes with revision > `since`, oldest first, at most `limit`
+   * (`GET /kv/_changes`, CONTRACT.md §7): `more` when later ones exist, `revision` the
+   * device's latest. Changes after `since` that are no longer kept: 410 CHANGES_EXPIRED with
+   * `details.oldest`, the smallest `since` still answered (the client re-reads its keys).
+   */
+  async since(device: { deviceId: number; uuid: string }, since: number, limit: number) {
+    const [ dev ] = await this.db.query('SELECT revision FROM devices WHERE id = ?', {
+      replacements: [ device.deviceId ], type: QueryTypes.SELECT, raw: true,
+    }) as Array<{ revision: number | string }>;
+    if (!dev) throw notFound('设备不存在');
+    const latest = Number(dev.revision);
+    if (since >= latest) return { changes: [], revision: latest, more: false };
+    const rows = await this.db.query(
+      'SELECT revision, seq, type, `key`, action, created, batch, payload, recordedAt FROM device_log' +
+      ' WHERE deviceId = ? AND seq = 0 AND revision > ? ORDER BY revision LIMIT ?',
+      { replacements: [ device.deviceId, since, limit + 1 ], type: QueryTypes.SELECT, raw: true },
+    ) as LogRow[];
+    // Revisions are consecutive and every committed change has its record: a page that does not
+    // start right after `since` (or none at all) means the changes in between were trimmed.
+    if (rows.length === 0 || Number(rows[0].revision) !== since + 1) {
+      const [ first ] = await this.db.query(
+        'SELECT revision FROM device_log WHERE deviceId = ? AND seq = 0 ORDER BY revision LIMIT 1',
+        { replacements: [ device.deviceId ], type: QueryTypes.SELECT, raw: true },
+      ) as Array<{ revision: number | string }>;
+      const oldest = first ? Number(first.revision) - 1 : latest;
+      throw new HttpError(410, '请求的变更已不再保留，请重新读取所有键', { code: 'CHANGES_EXPIRED', details: { oldest, revision: latest } });
+    }
+    const page = rows.slice(0, limit);
+    return { changes: page.map(row => kvPayload(device.uuid, row)), revision: latest, more: rows.length > limit };
   }
 
   /**

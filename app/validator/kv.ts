@@ -18,7 +18,7 @@ export const MAX_KEY_LENGTH = 191;
 /** Deepest nesting a stored value may have (objects/arrays inside each other). */
 export const MAX_DEPTH = 1000;
 /** Path names matched before `/kv/:key`; a value stored under them could never be read back. */
-export const RESERVED_KEYS: readonly string[] = [ '_info', '_keys', '_batchimport', '_token' ];
+export const RESERVED_KEYS: readonly string[] = [ '_info', '_keys', '_batchimport', '_token', '_changes' ];
 
 /** Why `key` cannot be a KV key, or undefined when it can. */
 function keyProblem(key: unknown): string | undefined {
@@ -64,6 +64,19 @@ function wholeNumber(v: unknown, name: string, def: number, max: number): number
     throw badRequest(`${name} 必须是 0 到 ${max} 之间的整数`, { field: name, value: s ?? null });
   }
   return Number(s);
+}
+
+/** `GET /kv/_changes?since=&limit=` (CONTRACT.md §7): since a whole number ≥ 0 (required), limit 1..1000 (default 100). */
+export function changesQuery(query: Record<string, unknown>): { since: number; limit: number } {
+  const since = single(query.since);
+  if (typeof since !== 'string' || !/^\d{1,15}$/.test(since)) {
+    throw badRequest('since 必须是大于或等于 0 的整数', { field: 'since', value: since ?? null });
+  }
+  const limit = single(query.limit);
+  if (limit !== undefined && (typeof limit !== 'string' || !/^\d{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000)) {
+    throw badRequest('limit 必须是 1 到 1000 之间的整数', { field: 'limit', value: limit ?? null });
+  }
+  return { since: Number(since), limit: limit === undefined ? 100 : Number(limit) };
 }
 
 export function listQuery(query: Record<string, unknown>): ListQuery {

@@ -89,6 +89,7 @@ class HostileHttp {
       () => `/auth/device/${r.pick([ 'code', 'bind', 'token', 'status' ])}${q()}`,
       // ClassworksKV 1.3 routes (CONTRACT.md §6).
       () => `/kv/_token${q()}`,
+      () => `/kv/_changes${r.pick([ '', '?since=0', '?since=-1', '?since=99999999999999999999', '?since=0&limit=0', '?since=1e3', '?since[]=1' ])}`,
       () => `/apps/auth/token${q()}`,
       () => `/auto-auth/devices/${uuid}/auth-configs${r.chance(0.5) ? `/${this.key()}` : ''}${q()}`,
       () => `/auto-auth/devices/${uuid}/namespace${q()}`,

@@ -521,14 +521,14 @@ describe('test/app/controller/kv.test.ts', () => {
       assert.deepStrictEqual(await keysOf(token), []);
     });
 
-    it('400 for the reserved names _info, _keys and _token (they could never be read back)', async () => {
+    it('400 for the reserved names _info, _keys, _token and _changes (they could never be read back)', async () => {
       const { token } = await deviceWithToken();
-      for (const k of [ '_info', '_keys', '_token' ]) {
+      for (const k of [ '_info', '_keys', '_token', '_changes' ]) {
         const res = await put(token, k, { v: 1 }).expect(400);
         assert.deepStrictEqual(res.body, {
           success: false,
           message: `键名 '${k}' 是保留名称，不能写入`,
-          details: { key: k, reserved: [ '_info', '_keys', '_batchimport', '_token' ] },
+          details: { key: k, reserved: [ '_info', '_keys', '_batchimport', '_token', '_changes' ] },
         });
       }
       // GET of the reserved names still reaches their own routes.
