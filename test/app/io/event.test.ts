@@ -589,6 +589,9 @@ describe('test/app/io/event.test.ts', () => {
   });
 
   describe('[token-updated] lib/realtime refreshToken()', () => {
+    // The spy below only counts the real lookups (it calls through); it is removed after the test.
+    afterEach(() => mm.restore());
+
     it('a note changed on another worker (bus message only): every socket here joined with the token takes it, from one lookup', async () => {
       const device = await createDevice();
       const teacher = await installKind(device, { appId: 'teacher-app', deviceType: 'teacher', note: 'old' });
