@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { isPlainObject } from '../validator/common';
 
@@ -22,4 +23,9 @@ export function extractKvToken(ctx: Context): { token: string; source: TokenSour
     if (typeof body.apptoken === 'string' && body.apptoken) return { token: body.apptoken, source: 'body.apptoken' };
   }
   return undefined;
+}
+
+/** The id a token's quotas are counted under (HTTP rate limits, send-event, history): its SHA-256, so the token itself never becomes a Redis key. */
+export function tokenQuotaId(token: string): string {
+  return crypto.createHash('sha256').update(token).digest('base64url');
 }

@@ -1,7 +1,6 @@
-import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { HttpError } from '../lib/errors';
-import { extractKvToken } from '../lib/kvToken';
+import { extractKvToken, tokenQuotaId } from '../lib/kvToken';
 
 type Bucket = 'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch';
 
@@ -12,7 +11,7 @@ function classify(ctx: Context): { bucket: Bucket; id: string } | undefined {
     // The jsonBody middleware ran before: a token inside a text or form body is visible.
     const found = extractKvToken(ctx);
     if (!found) return undefined; // answered 401 by kvAuth, nothing to count against
-    const id = crypto.createHash('sha256').update(found.token).digest('base64url');
+    const id = tokenQuotaId(found.token);
     const m = ctx.method;
     if (m === 'GET' || m === 'HEAD') return { bucket: 'kvRead', id };
     if (m === 'DELETE') return { bucket: 'kvDelete', id };

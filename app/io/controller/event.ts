@@ -1,7 +1,7 @@
-import crypto from 'node:crypto';
 import { Controller } from 'egg';
 import type { Socket } from 'socket.io';
 import { describeError, isDatabaseUnavailable } from '../../lib/errors';
+import { tokenQuotaId } from '../../lib/kvToken';
 import { socketArgs } from '../../lib/socketArgs';
 import {
   MAX_CONTENT_LENGTH, RESERVED_EVENT_NAMES, contentLength, eventType, historyParams, isEventContent, isEventPayload,
@@ -101,8 +101,7 @@ export default class EventController extends Controller {
   private async overQuota(bucket: 'events' | 'history', token: string): Promise<boolean> {
     const { windowMs, [bucket]: limit } = this.app.settings.rateLimit;
     if (limit <= 0) return false;
-    // The token itself never becomes a Redis key.
-    const id = crypto.createHash('sha256').update(token).digest('base64url');
+    const id = tokenQuotaId(token);
     try {
       return (await this.app.sharedState.rateHit(bucket, id, windowMs)).count > limit;
     } catch (err) {
