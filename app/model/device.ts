@@ -14,6 +14,8 @@ export interface DeviceAttributes {
   password: string | null;
   passwordHint: string | null;
   revision: number;
+  /** The account the device is bound to (§8); null: unbound. */
+  accountId: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -29,6 +31,7 @@ export default (app: Application) => {
     password: { type: STRING(255), allowNull: true },
     passwordHint: { type: STRING(255), allowNull: true },
     revision: { type: BIGINT, allowNull: false, defaultValue: 0 },
+    accountId: { type: STRING(191), allowNull: true },
     createdAt: { type: DATE(3), allowNull: false },
     updatedAt: { type: DATE(3), allowNull: false },
   }, { tableName: 'devices' });

@@ -57,7 +57,7 @@ describe('test/database/migrations.test.ts', () => {
     const applied = runs.flat();
     assert.ok(applied.length >= 1);
     assert.strictEqual(new Set(applied).size, applied.length);
-    assert.deepStrictEqual(await tables(), [ 'app_installs', 'auto_auth_configs', 'device_log', 'devices', 'kv_entries' ]);
+    assert.deepStrictEqual(await tables(), [ 'accounts', 'app_installs', 'auto_auth_configs', 'device_log', 'devices', 'kv_entries' ]);
     assert.deepStrictEqual(await migrateUp(sequelize), []);
   });
 
@@ -86,7 +86,7 @@ describe('test/database/migrations.test.ts', () => {
 
   it('a 1.1-shaped database of this server, with data, migrates in place without loss', async () => {
     const FIRST = '20251101000000-create-schema.js';
-    const ALL = [ 'app_installs', 'auto_auth_configs', 'device_log', 'devices', 'kv_entries' ];
+    const ALL = [ 'accounts', 'app_installs', 'auto_auth_configs', 'device_log', 'devices', 'kv_entries' ];
     await migrateDownAll(sequelize);
     // The schema as this server's 1.1 release left it: the first migration only.
     const firstOnly = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-migr-1.1-'));
@@ -182,6 +182,10 @@ describe('test/database/migrations.test.ts', () => {
     }
     const [ log ] = await q('SELECT deviceId FROM device_log') as [unknown[], unknown];
     assert.deepStrictEqual(log, []);
+    // Accounts (§8): none yet, every device unbound.
+    assert.ok(applied.includes('20261206100000-accounts.js'), applied.join());
+    const [ bound ] = await q('SELECT uuid, accountId FROM devices ORDER BY id') as [Array<{ uuid: string; accountId: string | null }>, unknown];
+    assert.deepStrictEqual(bound, devices.map(([ uuid ]) => ({ uuid, accountId: null })));
 
     // Reverting what was applied gives the 1.1 database back, every row included; then forward again.
     for (const name of [ ...applied ].reverse()) {
