@@ -112,6 +112,8 @@ export async function startCluster(opts: { workers?: number; env?: Record<string
     PRESENCE_HEARTBEAT_MS: '500',
     PRESENCE_TTL_MS: '1500',
     RATE_LIMIT_IP: '0',
+    // Production (egg-scripts) with MySQL refuses to start without a signing secret (§8).
+    JWT_SECRET: 'cluster-suite-jwt-secret-0123456789abcdef',
     WORKERS: String(workers),
     PORT: String(port),
     ...opts.env,
