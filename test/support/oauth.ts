@@ -2,14 +2,13 @@ import assert from 'node:assert';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { app } from 'egg-mock/bootstrap';
 import type { OAuthProviderSettings } from '../../config/env';
 
 /**
  * Sign-in test kit (§8): a real OpenID Connect provider (`oidc-provider`, its development
  * login and consent pages) and a stand-in speaking GitHub's OAuth and REST endpoints, both on
- * 127.0.0.1; a small browser (cookie jar, follows every redirect by hand); and the switch that
- * configures providers in the running app for one suite.
+ * 127.0.0.1; a small browser (cookie jar, follows every redirect by hand). No egg-mock here:
+ * the cluster suite uses it too (test/support/accounts.ts changes the in-process app's settings).
  */
 
 export const FRONTEND = 'http://frontend.test/login';
@@ -157,21 +156,6 @@ export function providerSettings(p: Partial<OAuthProviderSettings> & Pick<OAuthP
     name: p.id, displayName: p.id, icon: null, color: null, textColor: '#ffffff', description: null, order: 9999, website: null,
     ...p,
   };
-}
-
-const saved: Array<typeof app.config.classworks.accounts> = [];
-
-/** Changes account settings in the running app (providers, callback base, lifetimes); undo with restoreAccounts(). */
-export function configureAccounts(values: Partial<typeof app.config.classworks.accounts>) {
-  const accounts = app.config.classworks.accounts;
-  saved.push({ ...accounts });
-  Object.assign(accounts, values);
-}
-
-/** Undoes the last configureAccounts(). */
-export function restoreAccounts() {
-  const last = saved.pop();
-  if (last) Object.assign(app.config.classworks.accounts, last);
 }
 
 /**

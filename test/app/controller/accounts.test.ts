@@ -4,10 +4,8 @@ import { SignJWT } from 'jose';
 import { signAccessToken } from '../../../app/lib/accountJwt';
 import { createDevice, installApp, ISO_MS } from '../../support/factories';
 import { startServer, stopServer } from '../../support/socket';
-import {
-  FRONTEND, browse, configureAccounts, providerSettings, restoreAccounts, startGithubStandIn, startOidcProvider,
-  type GithubStandIn, type OidcProvider,
-} from '../../support/oauth';
+import { FRONTEND, browse, providerSettings, startGithubStandIn, startOidcProvider, type GithubStandIn, type OidcProvider } from '../../support/oauth';
+import { configureAccounts, restoreAccounts } from '../../support/accounts';
 
 const err = (message: string, details: unknown = null) => ({ success: false, message, details });
 const EXPIRED = { success: false, message: 'JWT_EXPIRED', details: null, code: 'AUTH_JWT_EXPIRED' };
