@@ -149,6 +149,30 @@ describe('test/app/controller/accounts.test.ts', () => {
       assert.strictEqual(await app.model.Account.count(), 0);
     });
 
+    it('the provider\'s own error (the user declined) comes back as error=<code>, success=false', async () => {
+      const first = await fetch(`${base}/accounts/oauth/local`, { redirect: 'manual' });
+      const state = new URL(first.headers.get('location') as string).searchParams.get('state') as string;
+      const res = await fetch(`${base}/accounts/oauth/local/callback?error=access_denied&state=${state}`, { redirect: 'manual' });
+      assert.strictEqual(res.headers.get('location'), `${FRONTEND}?error=access_denied&provider=local&success=false`);
+    });
+
+    it('503 SERVICE_UNAVAILABLE when an OpenID Connect issuer cannot be discovered', async () => {
+      const net = await import('node:net');
+      const closed = await new Promise<number>(resolve => {
+        const srv = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = (srv.address() as { port: number }).port;
+          srv.close(() => resolve(p));
+        });
+      });
+      configureAccounts({ providers: [ providerSettings({ id: 'down', type: 'oidc', issuer: `http://127.0.0.1:${closed}`, clientId: 'c' }) ] });
+      try {
+        const res = await app.httpRequest().get('/accounts/oauth/down').expect(503);
+        assert.deepStrictEqual(res.body, { success: false, message: 'OAuth提供者 down 暂时不可用', details: { service: 'oauth' }, code: 'SERVICE_UNAVAILABLE' });
+      } finally {
+        restoreAccounts();
+      }
+    });
+
     it('a state issued for one provider is refused by another provider\'s callback', async () => {
       const first = await fetch(`${base}/accounts/oauth/local`, { redirect: 'manual' });
       const state = new URL(first.headers.get('location') as string).searchParams.get('state') as string;
