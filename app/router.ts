@@ -4,6 +4,7 @@ export default (app: Application) => {
   const { router, controller, middleware, io } = app;
   const uuidAuth = middleware.uuidAuth();
   const kvAuth = middleware.kvAuth();
+  const accountAuth = middleware.accountAuth();
 
   router.get('/', controller.home.index);
   router.get('/check', controller.home.check);
@@ -32,15 +33,29 @@ export default (app: Application) => {
   router.post('/apps/tokens/:token/set-teacher-name', controller.tokens.setTeacherName);
   router.put('/apps/tokens/:token/note', controller.tokens.setNote);
 
-  // Namespace login and auto-auth configs (§6.1). Managing configs takes device credentials;
-  // the bound account's JWT (§8) is to be accepted here too: swap `autoAuthManager` then.
+  // Namespace login and auto-auth configs (§6.1). Managing configs takes device credentials
+  // or the access token of the account the device is bound to (§8).
   router.post('/apps/auth/token', controller.autoAuth.token);
-  const autoAuthManager = uuidAuth;
+  const autoAuthManager = middleware.uuidAuth({ notBoundMessage: '该设备未绑定到您的账户' });
   router.get('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.list);
   router.post('/auto-auth/devices/:uuid/auth-configs', autoAuthManager, controller.autoAuth.create);
   router.put('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.update);
   router.delete('/auto-auth/devices/:uuid/auth-configs/:configId', autoAuthManager, controller.autoAuth.destroy);
   router.put('/auto-auth/devices/:uuid/namespace', autoAuthManager, controller.autoAuth.setNamespace);
+
+  // Accounts (§8): OAuth sign-in, access/refresh tokens, devices bound to the account.
+  router.get('/accounts/oauth/providers', controller.accounts.providers);
+  router.get('/accounts/oauth/:provider', controller.accounts.authorize);
+  router.get('/accounts/oauth/:provider/callback', controller.accounts.callback);
+  router.get('/accounts/profile', accountAuth, controller.accounts.profile);
+  router.get('/accounts/devices', accountAuth, controller.accounts.devices);
+  router.post('/accounts/devices/bind', accountAuth, controller.accounts.bind);
+  router.post('/accounts/devices/unbind', accountAuth, controller.accounts.unbind);
+  router.get('/accounts/device/:uuid/account', controller.accounts.deviceAccount);
+  router.post('/accounts/refresh', controller.accounts.refresh);
+  router.post('/accounts/logout', accountAuth, controller.accounts.logout);
+  router.post('/accounts/logout-all', accountAuth, controller.accounts.logoutAll);
+  router.get('/accounts/token-info', accountAuth, controller.accounts.tokenInfo);
 
   router.post('/auth/device/code', controller.deviceAuth.create);
   router.post('/auth/device/bind', controller.deviceAuth.bind);

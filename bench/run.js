@@ -121,6 +121,7 @@ async function boot(label) {
       RATE_LIMIT_KV_READ: '0',
       RATE_LIMIT_KV_WRITE: '0',
       APP_KEYS: 'ckv-bench-keys',
+      JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
     },
   });
   current = { title, base, port };

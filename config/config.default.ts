@@ -12,7 +12,24 @@ import { logPadding } from '../app/lib/logRedaction';
  */
 function appKeys(settings: Settings, dataDir: string): string {
   if (settings.appKeys) return settings.appKeys;
-  const file = path.join(dataDir, '.app-keys');
+  return persistentSecret(path.join(dataDir, '.app-keys'));
+}
+
+/**
+ * The account JWT key (§8) when JWT_SECRET is not set: generated once and kept beside the
+ * SQLite database (`.jwt-secret`, mode 0600), so restarts keep every session valid. With
+ * DATABASE_URL in production, env.ts refuses to start instead (instances must share the key).
+ */
+function jwtSecret(settings: Settings, dataDir: string): string {
+  if (settings.accounts.jwtSecret) return settings.accounts.jwtSecret;
+  const db = settings.database;
+  const dir = db.dialect === 'sqlite' && db.storage !== ':memory:' ? path.dirname(db.storage) : dataDir;
+  return persistentSecret(path.join(dir, '.jwt-secret'));
+}
+
+/** A random secret created once in `file` (never overwritten; every worker reads the same one). */
+function persistentSecret(file: string): string {
+  const dataDir = path.dirname(file);
   try {
     return fs.readFileSync(file, 'utf8').trim();
   } catch {
@@ -52,6 +69,7 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
   const dataDir = path.join(process.cwd(), 'data');
 
   config.keys = appKeys(settings, dataDir);
+  settings.accounts.jwtSecret = jwtSecret(settings, dataDir);
   config.classworks = settings;
 
   // The error handler must wrap egg's own body parser, so it is put first in app.ts.
@@ -97,7 +115,7 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     },
     allowMethods: 'GET,HEAD,PUT,POST,DELETE,PATCH,OPTIONS',
     allowHeaders: [ 'x-app-token', 'x-device-uuid', 'x-device-password', 'x-site-key', 'authorization', 'content-type' ],
-    exposeHeaders: [ 'RateLimit-Policy', 'RateLimit', 'Retry-After' ],
+    exposeHeaders: [ 'RateLimit-Policy', 'RateLimit', 'Retry-After', 'X-New-Access-Token', 'X-Token-Refreshed' ],
     maxAge: 86400,
   } as any;
 

@@ -30,6 +30,48 @@ export interface RateLimitSettings {
   windowMs: number;
 }
 
+/** One sign-in provider (§8), from `OAUTH_<ID>_…` variables. */
+export interface OAuthProviderSettings {
+  /** Lower-case `<ID>`: the path segment of /accounts/oauth/:provider. */
+  id: string;
+  type: 'oidc' | 'github';
+  /** OIDC: the issuer URL (its `/.well-known/openid-configuration` is read). */
+  issuer?: string;
+  /** GitHub: the endpoints (defaults: github.com and api.github.com; a stand-in in tests). */
+  authorizeUrl?: string;
+  tokenUrl?: string;
+  apiUrl?: string;
+  clientId: string;
+  /** Absent: a public client (PKCE only, no secret). */
+  clientSecret?: string;
+  scope: string;
+  name: string;
+  displayName: string;
+  icon: string | null;
+  color: string | null;
+  textColor: string;
+  description: string | null;
+  order: number;
+  website: string | null;
+}
+
+export interface AccountSettings {
+  /** Callback base: `<baseUrl>/accounts/oauth/<id>/callback`. */
+  baseUrl: string;
+  /** Where the OAuth callback sends the browser (with the tokens in the query). */
+  frontendRedirectUrl: string;
+  /** HS256 key of access tokens; undefined: generated and kept in a file (config.default.ts). */
+  jwtSecret?: string;
+  /** Access token lifetime as configured (`15m`; the 1.3 `expires_in`) and in seconds. */
+  accessTokenExpiresIn: string;
+  accessTokenTtlSec: number;
+  refreshTokenExpiresIn: string;
+  refreshTokenTtlSec: number;
+  /** OAuth state + PKCE verifier lifetime (ms). */
+  oauthStateTtlMs: number;
+  providers: OAuthProviderSettings[];
+}
+
 export interface Settings {
   port: number;
   database: DatabaseSettings;
@@ -76,6 +118,10 @@ export interface Settings {
   eventHistoryMax: number;
   /** Secret keys egg needs for signed cookies (unused by the API, required by egg). */
   appKeys?: string;
+  /** Accounts and sign-in (§8). */
+  accounts: AccountSettings;
+  /** `EGG_SERVER_ENV === 'prod'` (egg-scripts' default): defaults that are only safe in development are refused. */
+  production: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -164,13 +210,119 @@ function readRedis(env: Env): string | undefined {
   return v;
 }
 
+/** `15m`, `7d`, `3600` (seconds), `90s`, `12h` → seconds. */
+function readDuration(env: Env, name: string, def: string, minSec: number, maxSec: number): { text: string; seconds: number } {
+  const text = raw(env, name) ?? def;
+  const m = /^(\d+)\s*(s|m|h|d)?$/i.exec(text);
+  if (!m) throw new ConfigError(`${name} must be a duration such as 900, 15m, 12h or 7d, got "${text}"`);
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[(m[2] ?? 's').toLowerCase() as 's' | 'm' | 'h' | 'd'];
+  const seconds = Number(m[1]) * unit;
+  if (seconds < minSec || seconds > maxSec) throw new ConfigError(`${name} must be between ${minSec} s and ${maxSec} s, got ${seconds} s`);
+  return { text, seconds };
+}
+
+function readUrl(env: Env, name: string, def?: string): string | undefined {
+  const v = raw(env, name) ?? def;
+  if (v === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new ConfigError(`${name} must be an http(s) URL, got "${v}"`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(`${name} must be an http(s) URL, got "${v}"`);
+  return v.replace(/\/+$/, '');
+}
+
+/** The signing-secret defaults of the original server: known to everyone, refused everywhere. */
+const KNOWN_DEFAULT_SECRETS = new Set([
+  'your-secret-key-change-this-in-production',
+  'your-access-token-secret-change-this-in-production',
+  'your-refresh-token-secret-change-this-in-production',
+]);
+
+/** Every `OAUTH_<ID>_ISSUER` or `OAUTH_<ID>_TYPE` names a provider; `<ID>` is letters and digits. */
+export function readProviders(env: Env): OAuthProviderSettings[] {
+  const ids = new Set<string>();
+  for (const k of Object.keys(env)) {
+    const m = /^OAUTH_([A-Z0-9]+)_(ISSUER|TYPE|CLIENT_ID)$/.exec(k);
+    if (m && raw(env, k) !== undefined) ids.add(m[1]);
+  }
+  const providers = [ ...ids ].map(ID => {
+    const v = (field: string) => raw(env, `OAUTH_${ID}_${field}`);
+    const id = ID.toLowerCase();
+    const typeText = (v('TYPE') ?? (v('ISSUER') ? 'oidc' : '')).toLowerCase();
+    if (typeText !== 'oidc' && typeText !== 'github') {
+      throw new ConfigError(`OAUTH_${ID}_TYPE must be oidc or github (or set OAUTH_${ID}_ISSUER), got "${typeText}"`);
+    }
+    const type = typeText as 'oidc' | 'github';
+    const clientId = v('CLIENT_ID');
+    if (!clientId) throw new ConfigError(`OAUTH_${ID}_CLIENT_ID is required`);
+    const clientSecret = v('CLIENT_SECRET');
+    if (type === 'github' && !clientSecret) throw new ConfigError(`OAUTH_${ID}_CLIENT_SECRET is required for GitHub`);
+    const issuer = type === 'oidc' ? readUrl(env, `OAUTH_${ID}_ISSUER`) : undefined;
+    if (type === 'oidc' && !issuer) throw new ConfigError(`OAUTH_${ID}_ISSUER is required for an OpenID Connect provider`);
+    const name = v('NAME') ?? (type === 'github' ? 'GitHub' : ID);
+    return {
+      id,
+      type,
+      issuer,
+      authorizeUrl: type === 'github' ? readUrl(env, `OAUTH_${ID}_AUTHORIZE_URL`, 'https://github.com/login/oauth/authorize') : undefined,
+      tokenUrl: type === 'github' ? readUrl(env, `OAUTH_${ID}_TOKEN_URL`, 'https://github.com/login/oauth/access_token') : undefined,
+      apiUrl: type === 'github' ? readUrl(env, `OAUTH_${ID}_API_URL`, 'https://api.github.com') : undefined,
+      clientId,
+      clientSecret,
+      scope: v('SCOPE') ?? (type === 'github' ? 'read:user user:email' : 'openid profile email'),
+      name,
+      displayName: v('DISPLAY_NAME') ?? name,
+      icon: v('ICON') ?? null,
+      color: v('COLOR') ?? null,
+      textColor: v('TEXT_COLOR') ?? '#ffffff',
+      description: v('DESCRIPTION') ?? null,
+      order: readInt(env, `OAUTH_${ID}_ORDER`, 9999),
+      website: v('WEBSITE') ?? null,
+    };
+  });
+  return providers.sort((a, b) => a.order - b.order || a.id.localeCompare(b.id));
+}
+
+function readAccounts(env: Env, port: number, frontend: string[], production: boolean, sqlite: boolean): AccountSettings {
+  const secret = raw(env, 'JWT_SECRET');
+  if (secret !== undefined) {
+    if (KNOWN_DEFAULT_SECRETS.has(secret)) throw new ConfigError('JWT_SECRET is a published default; set a random secret (at least 32 characters)');
+    if (secret.length < 32) throw new ConfigError('JWT_SECRET must be at least 32 characters');
+  } else if (production && !sqlite) {
+    // Several instances share the database: each must sign with the same key, so it cannot be generated.
+    throw new ConfigError('JWT_SECRET is required in production with DATABASE_URL (at least 32 random characters, the same on every instance)');
+  }
+  const access = readDuration(env, 'ACCESS_TOKEN_EXPIRES_IN', '15m', 1, 86400);
+  const refresh = readDuration(env, 'REFRESH_TOKEN_EXPIRES_IN', '7d', 60, 365 * 86400);
+  const firstOrigin = frontend.find(f => f !== '*');
+  return {
+    baseUrl: readUrl(env, 'BASE_URL', `http://localhost:${port}`) as string,
+    frontendRedirectUrl: readUrl(env, 'OAUTH_REDIRECT_URL', firstOrigin ?? 'http://localhost:5173') as string,
+    jwtSecret: secret,
+    accessTokenExpiresIn: access.text,
+    accessTokenTtlSec: access.seconds,
+    refreshTokenExpiresIn: refresh.text,
+    refreshTokenTtlSec: refresh.seconds,
+    oauthStateTtlMs: 10 * 60 * 1000,
+    providers: readProviders(env),
+  };
+}
+
 export function loadSettings(env: Env = process.env, cwd = process.cwd()): Settings {
   const redisUrl = readRedis(env);
   const frontend = (raw(env, 'FRONTEND_URL') ?? '*').split(',').map(s => s.trim()).filter(Boolean);
   const presenceHeartbeatMs = readInt(env, 'PRESENCE_HEARTBEAT_MS', 5000, 100, 600000);
+  const port = readInt(env, 'PORT', 3000, 1, 65535);
+  const database = readDatabase(env, cwd);
+  // egg's own rule: EGG_SERVER_ENV, else `prod` when NODE_ENV=production (egg-scripts sets that).
+  const serverEnv = raw(env, 'EGG_SERVER_ENV') ?? (raw(env, 'NODE_ENV') === 'production' ? 'prod' : 'local');
+  const production = serverEnv === 'prod';
   return {
-    port: readInt(env, 'PORT', 3000, 1, 65535),
-    database: readDatabase(env, cwd),
+    port,
+    database,
     redisUrl,
     frontendUrls: frontend.length ? frontend : [ '*' ],
     trustProxy: readBool(env, 'TRUST_PROXY', false),
@@ -204,5 +356,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,
     appKeys: raw(env, 'APP_KEYS'),
+    accounts: readAccounts(env, port, frontend, production, database.dialect === 'sqlite'),
+    production,
   };
 }

@@ -20,7 +20,9 @@ const { loadSettings, ConfigError } = require(path.join(root, 'dist/config/env.j
 
 let settings;
 try {
-  settings = loadSettings();
+  // As the workers will see it: egg-scripts sets NODE_ENV=production (so egg runs as `prod`
+  // unless EGG_SERVER_ENV says otherwise), and production refuses unsafe defaults (JWT_SECRET).
+  settings = loadSettings({ ...process.env, NODE_ENV: 'production' });
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`[start] configuration error: ${err.message}`);

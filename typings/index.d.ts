@@ -8,6 +8,7 @@ import type { LogTrimmer } from '../app/lib/logTrimmer';
 import type { DatabaseCounts, Metrics } from '../app/lib/metrics';
 import type { CachedFetch } from '../app/lib/cachedFetch';
 import type { DeviceAttributes } from '../app/model/device';
+import type { AccountSession } from '../app/service/accounts';
 import type TokenController from '../app/io/controller/token';
 import type EventController from '../app/io/controller/event';
 
@@ -37,6 +38,8 @@ declare module 'egg' {
   interface Context {
     /** The device resolved by the uuidAuth middleware. */
     device: DeviceAttributes;
+    /** The account session resolved by accountAuth (or uuidAuth, from an account token). */
+    accountSession: AccountSession;
     /** The token resolved by the kvAuth middleware. */
     kvToken: TokenInfo;
     /** Arguments of the socket event (egg-socket.io). */

@@ -30,7 +30,7 @@ export default class DeviceController extends Controller {
 
   async show() {
     const device = await this.service.device.getByUuid(this.ctx.params.uuid);
-    this.ctx.body = this.service.device.describe(device);
+    this.ctx.body = await this.service.device.describe(device);
   }
 
   async rename() {

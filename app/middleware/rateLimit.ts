@@ -18,7 +18,7 @@ function classify(ctx: Context): { bucket: Bucket; id: string } | undefined {
     if (m === 'POST' && p === '/kv/_batchimport') return { bucket: 'kvBatch', id };
     return { bucket: 'kvWrite', id };
   }
-  if (/^\/(devices|apps|auth|auto-auth)(\/|$)/.test(p) && ctx.method !== 'OPTIONS') {
+  if (/^\/(devices|apps|auth|auto-auth|accounts)(\/|$)/.test(p) && ctx.method !== 'OPTIONS') {
     return { bucket: 'ip', id: ctx.clientIp };
   }
   return undefined;

@@ -89,7 +89,9 @@ export default class DeviceService extends Service {
     return { id: d.id, uuid: d.uuid, name: d.name, namespace: d.namespace ?? d.uuid, createdAt: d.createdAt };
   }
 
-  describe(d: DeviceAttributes) {
+  /** GET /devices/:uuid: with the bound account as 1.3 shows it ({id, name, email, avatarUrl} or null). */
+  async describe(d: DeviceAttributes) {
+    const a = await this.service.accounts.ofDevice(d);
     return {
       id: d.id,
       uuid: d.uuid,
@@ -97,8 +99,8 @@ export default class DeviceService extends Service {
       hasPassword: !!d.password,
       passwordHint: d.passwordHint ?? null,
       createdAt: d.createdAt,
-      account: null,
-      isBoundToAccount: false,
+      account: a ? { id: a.id, name: a.name, email: a.email, avatarUrl: a.avatarUrl } : null,
+      isBoundToAccount: a !== null,
       namespace: d.namespace ?? d.uuid,
     };
   }

@@ -273,12 +273,11 @@ export default class KvService extends Service {
 
   async info(deviceId: number) {
     const d = await this.db.Device.findByPk(deviceId, {
-      attributes: [ 'id', 'uuid', 'name', 'createdAt', 'updatedAt' ], raw: true,
-    }) as { id: number; uuid: string; name: string | null; createdAt: Date | string; updatedAt: Date | string } | null;
+      attributes: [ 'id', 'uuid', 'name', 'accountId', 'createdAt', 'updatedAt' ], raw: true,
+    }) as { id: number; uuid: string; name: string | null; accountId: string | null; createdAt: Date | string; updatedAt: Date | string } | null;
     if (!d) throw notFound('设备不存在');
-    // The seam for accounts (§8): they do not exist yet, so no device is bound and
-    // `account` is null. Binding reads the device's account ({id, name, avatarUrl}) here.
-    const account = null as DeviceAccount | null;
+    const bound = await this.service.accounts.ofDevice(d);
+    const account: DeviceAccount | null = bound ? { id: bound.id, name: bound.name, avatarUrl: bound.avatarUrl } : null;
     // Raw SQLite rows carry dates as text ("2025-10-25 08:30:00.000 +00:00"); the contract wants ISO-8601.
     const createdAt = new Date(d.createdAt);
     const updatedAt = new Date(d.updatedAt);

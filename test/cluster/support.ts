@@ -97,10 +97,10 @@ function pidsByTitle(title: string, needle: string): number[] {
  * `egg started`. Environment: MySQL + Redis from DATABASE_URL / REDIS_URL, a
  * unique REDIS_PREFIX, fast presence sweeping, plus `env`.
  */
-export async function startCluster(opts: { workers?: number; env?: Record<string, string> } = {}): Promise<Cluster> {
+export async function startCluster(opts: { workers?: number; env?: Record<string, string>; port?: number } = {}): Promise<Cluster> {
   assert(fs.existsSync(path.join(ROOT, 'dist', 'app.js')), 'dist/ is missing: run `npm run build` before the cluster tests');
   const workers = opts.workers ?? 2;
-  const port = await freePort();
+  const port = opts.port ?? await freePort();
   const id = `${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
   const title = `ckv-cluster-test-${id}`;
   const prefix = `ckvtest:${id}:`;
@@ -112,6 +112,8 @@ export async function startCluster(opts: { workers?: number; env?: Record<string
     PRESENCE_HEARTBEAT_MS: '500',
     PRESENCE_TTL_MS: '1500',
     RATE_LIMIT_IP: '0',
+    // Production (egg-scripts) with MySQL refuses to start without a signing secret (§8).
+    JWT_SECRET: 'cluster-suite-jwt-secret-0123456789abcdef',
     WORKERS: String(workers),
     PORT: String(port),
     ...opts.env,
@@ -183,7 +185,7 @@ export async function truncateTables() {
     await conn.query('SET FOREIGN_KEY_CHECKS = 0');
     // Every table: with foreign key checks off, child rows would outlive their device and show
     // up under the next device given the same id (its history, its configs).
-    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await conn.query(`TRUNCATE TABLE ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await conn.query(`TRUNCATE TABLE ${t}`);
     await conn.query('SET FOREIGN_KEY_CHECKS = 1');
   } finally {
     await conn.end();

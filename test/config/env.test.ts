@@ -1,6 +1,10 @@
 import assert from 'node:assert';
 import path from 'node:path';
+import fs from 'node:fs';
+import os from 'node:os';
 import { ConfigError, loadSettings } from '../../config/env';
+import configDefault from '../../config/config.default';
+import type { EggAppInfo } from 'egg';
 
 describe('test/config/env.test.ts', () => {
   describe('loadSettings()', () => {
@@ -111,6 +115,92 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(loadSettings({}, '/').workers, 1);
       assert.ok(loadSettings({ REDIS_URL: 'redis://127.0.0.1:6379/0' }, '/').workers >= 1);
       assert.strictEqual(loadSettings({ REDIS_URL: 'redis://127.0.0.1:6379/0', WORKERS: '3' }, '/').workers, 3);
+    });
+  });
+
+  describe('accounts settings (§8)', () => {
+    const MYSQL = 'mysql://root@127.0.0.1:3306/kv';
+    const SECRET = 'x'.repeat(32);
+
+    it('defaults: 15m access tokens, 7d refresh tokens, callback base on PORT, no providers', () => {
+      const a = loadSettings({ PORT: '8080' }, '/').accounts;
+      assert.deepStrictEqual(a, {
+        baseUrl: 'http://localhost:8080',
+        frontendRedirectUrl: 'http://localhost:5173',
+        jwtSecret: undefined,
+        accessTokenExpiresIn: '15m',
+        accessTokenTtlSec: 900,
+        refreshTokenExpiresIn: '7d',
+        refreshTokenTtlSec: 604800,
+        oauthStateTtlMs: 600000,
+        providers: [],
+      });
+    });
+
+    it('reads BASE_URL, OAUTH_REDIRECT_URL (else the first FRONTEND_URL origin), lifetimes', () => {
+      const a = loadSettings({ BASE_URL: 'https://kv.example/', FRONTEND_URL: '*, https://admin.example', ACCESS_TOKEN_EXPIRES_IN: '600', REFRESH_TOKEN_EXPIRES_IN: '30d' }, '/').accounts;
+      assert.deepStrictEqual([ a.baseUrl, a.frontendRedirectUrl, a.accessTokenTtlSec, a.refreshTokenTtlSec ], [ 'https://kv.example', 'https://admin.example', 600, 2592000 ]);
+      assert.strictEqual(loadSettings({ OAUTH_REDIRECT_URL: 'https://ui.example/cb' }, '/').accounts.frontendRedirectUrl, 'https://ui.example/cb');
+      for (const env of [{ ACCESS_TOKEN_EXPIRES_IN: '15 minutes' }, { ACCESS_TOKEN_EXPIRES_IN: '0' }, { REFRESH_TOKEN_EXPIRES_IN: '1s' }, { BASE_URL: 'ftp://x' }]) {
+        assert.throws(() => loadSettings(env, '/'), ConfigError, JSON.stringify(env));
+      }
+    });
+
+    it('reads providers generically from OAUTH_<ID>_*, sorted by order', () => {
+      const p = loadSettings({
+        OAUTH_HLY_ISSUER: 'https://auth.hly.example/oidc', OAUTH_HLY_CLIENT_ID: 'c1', OAUTH_HLY_ORDER: '40', OAUTH_HLY_DISPLAY_NAME: '厚浪云',
+        OAUTH_GH_TYPE: 'github', OAUTH_GH_CLIENT_ID: 'c2', OAUTH_GH_CLIENT_SECRET: 's2', OAUTH_GH_COLOR: '#24292e', OAUTH_GH_ORDER: '10',
+      }, '/').accounts.providers;
+      assert.deepStrictEqual(p.map(x => [ x.id, x.type, x.order ]), [[ 'gh', 'github', 10 ], [ 'hly', 'oidc', 40 ]]);
+      assert.deepStrictEqual(p[0], {
+        id: 'gh', type: 'github', issuer: undefined,
+        authorizeUrl: 'https://github.com/login/oauth/authorize', tokenUrl: 'https://github.com/login/oauth/access_token', apiUrl: 'https://api.github.com',
+        clientId: 'c2', clientSecret: 's2', scope: 'read:user user:email', name: 'GitHub', displayName: 'GitHub', icon: null, color: '#24292e',
+        textColor: '#ffffff', description: null, order: 10, website: null,
+      });
+      assert.deepStrictEqual([ p[1].issuer, p[1].clientSecret, p[1].scope, p[1].displayName ], [ 'https://auth.hly.example/oidc', undefined, 'openid profile email', '厚浪云' ]);
+    });
+
+    it('refuses an incomplete provider with a ConfigError naming the variable', () => {
+      assert.throws(() => loadSettings({ OAUTH_X_ISSUER: 'https://x.example' }, '/'), /OAUTH_X_CLIENT_ID/);
+      assert.throws(() => loadSettings({ OAUTH_X_TYPE: 'github', OAUTH_X_CLIENT_ID: 'c' }, '/'), /OAUTH_X_CLIENT_SECRET/);
+      assert.throws(() => loadSettings({ OAUTH_X_TYPE: 'saml', OAUTH_X_CLIENT_ID: 'c' }, '/'), /OAUTH_X_TYPE/);
+      assert.throws(() => loadSettings({ OAUTH_X_CLIENT_ID: 'c' }, '/'), /OAUTH_X_TYPE/);
+      assert.throws(() => loadSettings({ OAUTH_X_ISSUER: 'not a url', OAUTH_X_CLIENT_ID: 'c' }, '/'), /OAUTH_X_ISSUER/);
+    });
+
+    it('JWT_SECRET: refused when short or a published default; required in production with DATABASE_URL', () => {
+      assert.throws(() => loadSettings({ JWT_SECRET: 'short' }, '/'), /JWT_SECRET must be at least 32/);
+      assert.throws(() => loadSettings({ JWT_SECRET: 'your-access-token-secret-change-this-in-production' }, '/'), /published default/);
+      assert.throws(() => loadSettings({ EGG_SERVER_ENV: 'prod', DATABASE_URL: MYSQL }, '/'), /JWT_SECRET is required in production/);
+      // egg-scripts sets NODE_ENV=production and leaves EGG_SERVER_ENV unset: egg runs as prod.
+      assert.throws(() => loadSettings({ NODE_ENV: 'production', DATABASE_URL: MYSQL }, '/'), /JWT_SECRET is required in production/);
+      assert.strictEqual(loadSettings({ EGG_SERVER_ENV: 'prod', DATABASE_URL: MYSQL, JWT_SECRET: SECRET }, '/').accounts.jwtSecret, SECRET);
+      // Embedded default (SQLite) in production: generated and kept beside the database (below).
+      assert.strictEqual(loadSettings({ EGG_SERVER_ENV: 'prod' }, '/').accounts.jwtSecret, undefined);
+      assert.strictEqual(loadSettings({ DATABASE_URL: MYSQL }, '/').accounts.jwtSecret, undefined);
+    });
+
+    it('without JWT_SECRET the key is generated once into .jwt-secret beside the SQLite database (0600) and reused', () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-jwt-'));
+      const saved = { SQLITE_PATH: process.env.SQLITE_PATH, DATABASE_URL: process.env.DATABASE_URL, JWT_SECRET: process.env.JWT_SECRET };
+      try {
+        delete process.env.DATABASE_URL;
+        delete process.env.JWT_SECRET;
+        process.env.SQLITE_PATH = path.join(dir, 'kv.sqlite');
+        const first = configDefault({} as EggAppInfo).classworks?.accounts?.jwtSecret;
+        const file = path.join(dir, '.jwt-secret');
+        assert.match(first as string, /^[0-9a-f]{64}$/);
+        assert.strictEqual(fs.readFileSync(file, 'utf8'), first);
+        assert.strictEqual((fs.statSync(file).mode % 0o1000).toString(8), '600');
+        assert.strictEqual(configDefault({} as EggAppInfo).classworks?.accounts?.jwtSecret, first);
+      } finally {
+        for (const [ k, v ] of Object.entries(saved)) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 });

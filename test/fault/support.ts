@@ -391,6 +391,7 @@ export class Cluster {
       EGG_HOME: this.home,
       NODE_LOG_DIR: path.join(this.home, 'alinode'),
       APP_KEYS: 'fault-suite-keys',
+      JWT_SECRET: 'fault-suite-jwt-secret-0123456789abcdef',
       PORT: String(this.port),
       ...this.env,
     };

@@ -8,20 +8,21 @@ export async function resetWorld() {
   const db = app.model;
   if (db.getDialect() === 'mysql') {
     await db.query('SET FOREIGN_KEY_CHECKS = 0');
-    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await db.query(`TRUNCATE TABLE ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await db.query(`TRUNCATE TABLE ${t}`);
     await db.query('SET FOREIGN_KEY_CHECKS = 1');
   } else {
-    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices' ]) await db.query(`DELETE FROM ${t}`);
+    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await db.query(`DELETE FROM ${t}`);
   }
   app.tokenCache.clear();
   app.valueCache.clear(); // the tables were emptied behind its back (revisions start over)
   app.metricsCounts.clear(); // so are the counts GET /metrics reuses
   const redis = (app as unknown as { redis?: { flushdb(): Promise<unknown> } }).redis;
   if (redis) await redis.flushdb();
-  const state = app.sharedState as unknown as Record<'counters' | 'codes' | 'rooms' | 'revisions' | 'distrusted', Map<unknown, unknown> | undefined>;
+  const state = app.sharedState as unknown as Record<'counters' | 'codes' | 'rooms' | 'revisions' | 'distrusted' | 'tickets', Map<unknown, unknown> | undefined>;
   state.counters?.clear();
   state.codes?.clear();
   state.rooms?.clear();
   state.revisions?.clear();
   state.distrusted?.clear();
+  state.tickets?.clear();
 }

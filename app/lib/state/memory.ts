@@ -9,6 +9,7 @@ export class MemoryState implements SharedState {
   private readonly counters = new Map<string, Expiring<number>>();
   private readonly codes = new Map<string, Expiring<{ createdAt: number; token: string | null }>>();
   private readonly rooms = new Map<string, Set<string>>();
+  private readonly tickets = new Map<string, Expiring<string>>();
   private readonly revisions = new Map<number, number>();
   /** device → until when its revision is unknown (kvRevisionsDistrust). */
   private readonly distrusted = new Map<number, number>();
@@ -29,6 +30,7 @@ export class MemoryState implements SharedState {
   private sweep(now = Date.now()) {
     for (const [ k, v ] of this.counters) if (v.expiresAt <= now) this.counters.delete(k);
     for (const [ k, v ] of this.codes) if (v.expiresAt <= now) this.codes.delete(k);
+    for (const [ k, v ] of this.tickets) if (v.expiresAt <= now) this.tickets.delete(k);
   }
 
   async rateHit(bucket: string, id: string, windowMs: number): Promise<RateHit> {
@@ -135,6 +137,33 @@ export class MemoryState implements SharedState {
 
   async metricsOthers(): Promise<string[]> {
     return [];
+  }
+
+  private liveTicket(key: string) {
+    const t = this.tickets.get(key);
+    if (t && t.expiresAt <= Date.now()) {
+      this.tickets.delete(key);
+      return undefined;
+    }
+    return t;
+  }
+
+  async ticketPut(kind: string, id: string, value: string, ttlMs: number) {
+    const key = `${kind}\n${id}`;
+    if (this.liveTicket(key)) return false;
+    this.tickets.set(key, { value, expiresAt: Date.now() + ttlMs });
+    return true;
+  }
+
+  async ticketTake(kind: string, id: string) {
+    const key = `${kind}\n${id}`;
+    const t = this.liveTicket(key);
+    this.tickets.delete(key);
+    return t ? t.value : null;
+  }
+
+  async ticketExists(kind: string, id: string) {
+    return this.liveTicket(`${kind}\n${id}`) !== undefined;
   }
 
   async probe() {}

@@ -44,6 +44,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 local token = redis.call('HGET', KEYS[1], 'token')
 if token then redis.call('DEL', KEYS[1]); return {1, token} end
 return {2, redis.call('PTTL', KEYS[1])}`,
+  // GET and DEL in one step (GETDEL needs Redis 6.2).
+  ticketTake: `
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v`,
   codeStatus: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 return {1, redis.call('HGET', KEYS[1], 'createdAt'), redis.call('HGET', KEYS[1], 'token') or '', redis.call('PTTL', KEYS[1])}`,
@@ -363,6 +368,19 @@ export class RedisState implements SharedState {
 
   async probe() {
     await this.client.ping();
+  }
+
+  async ticketPut(kind: string, id: string, value: string, ttlMs: number) {
+    return await this.client.set(this.key('tk', kind, id), value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX') === 'OK';
+  }
+
+  async ticketTake(kind: string, id: string) {
+    const v = await this.run('ticketTake', [ this.key('tk', kind, id) ], []) as string | null;
+    return v ?? null;
+  }
+
+  async ticketExists(kind: string, id: string) {
+    return await this.client.exists(this.key('tk', kind, id)) === 1;
   }
 
   async publish(message: BusMessage) {

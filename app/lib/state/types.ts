@@ -74,6 +74,16 @@ export interface SharedState {
   metricsSave(snapshot: string): Promise<void>;
   /** The latest snapshots of every other live worker, on every instance. */
   metricsOthers(): Promise<string[]>;
+  /**
+   * Short-lived single-use tickets shared by every worker (OAuth state + PKCE verifier, §8):
+   * stores `value` under (`kind`, `id`) for `ttlMs` unless the id is taken (false then).
+   */
+  ticketPut(kind: string, id: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Returns a live ticket's value and deletes it in the same step (null: absent or expired). */
+  ticketTake(kind: string, id: string): Promise<string | null>;
+  /** Whether a live ticket exists (the revoked access tokens of logout, §8). */
+  ticketExists(kind: string, id: string): Promise<boolean>;
+
   /** Resolves when the store answers (readiness and health probes); rejects otherwise. */
   probe(): Promise<void>;
 
