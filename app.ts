@@ -76,6 +76,7 @@ export default class AppBoot implements IBoot {
     app.sharedState.onMessage(message => {
       if (message.type === 'bus-lost') app.valueCache.suspend();
       else if (message.type === 'resync') app.valueCache.resume();
+      else if (message.type === 'kv-dropped') app.valueCache.drop(message.deviceIds);
     });
 
     let lastTrimWarning = 0;

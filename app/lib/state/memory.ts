@@ -130,6 +130,11 @@ export class MemoryState implements SharedState {
     for (const d of deviceIds) this.distrusted.set(d, Date.now() + forMs);
   }
 
+  async kvRevisionsForget(deviceIds: number[]) {
+    for (const d of deviceIds) this.revisions.delete(d);
+    await this.publish({ type: 'kv-dropped', deviceIds });
+  }
+
   // One worker: nobody else has metrics to share.
   async metricsSave() {}
 

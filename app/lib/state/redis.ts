@@ -69,6 +69,13 @@ for i, k in ipairs(KEYS) do
   end
 end
 return #KEYS`,
+  // Deletes each KEYS[i] unless it is marked 'unsure'. Only GET and DEL: Redis runs it
+  // even at maxmemory with noeviction (DEL is not refused there, SET is).
+  kvRevisionsForget: `
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) ~= 'unsure' then redis.call('DEL', k) end
+end
+return #KEYS`,
   // Drops every socket of a dead instance. KEYS: instance set, devices set, instances set.
   presenceSweep: `
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -346,6 +353,16 @@ export class RedisState implements SharedState {
     const results = await pipe.exec();
     const failed = results.find(([ err ]) => err);
     if (failed) throw failed[0];
+  }
+
+  async kvRevisionsForget(deviceIds: number[]) {
+    if (deviceIds.length === 0) return;
+    const results = await Promise.allSettled([
+      this.run('kvRevisionsForget', deviceIds.map(d => this.key('kvrev', String(d))), []),
+      this.publish({ type: 'kv-dropped', deviceIds }),
+    ]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length === results.length) throw failed[0].reason;
   }
 
   /** `ckv:metrics:snap:<instanceId>`, PX = PRESENCE_TTL_MS (renewed every heartbeat by app/lib/metrics.ts). */
