@@ -17,6 +17,8 @@ export interface CommandClient {
   del(...keys: string[]): Promise<number>;
   mget(...keys: string[]): Promise<Array<string | null>>;
   ping(): Promise<string>;
+  xadd(key: string, ...args: string[]): Promise<string | null>;
+  xrange(key: string, start: string, end: string, ...args: Array<string | number>): Promise<Array<[string, string[]]>>;
 }
 
 const LUA = {
@@ -114,6 +116,9 @@ return out`,
 };
 
 type ScriptName = keyof typeof LUA;
+
+/** Hashes per revocationsSince() answer. */
+const REVOCATION_PAGE = 1000;
 
 /** A device's known revision is kept a day after its last write or read miss (a reader puts it back). */
 const KV_REVISION_TTL_MS = 24 * 3600 * 1000;
@@ -363,6 +368,22 @@ export class RedisState implements SharedState {
     ]);
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length === results.length) throw failed[0].reason;
+  }
+
+  /**
+   * `ckv:revoked`: a stream (entry ids are Redis server time, so every worker's cursor
+   * is comparable and survives a Redis restart); trimmed by age on every append.
+   */
+  async revocationRecord(hash: string, keepMs: number) {
+    await this.client.xadd(this.key('revoked'), 'MINID', '~', String(Math.max(0, Date.now() - keepMs)), '*', 'h', hash);
+  }
+
+  async revocationsSince(cursor: string | null) {
+    const entries = await this.client.xrange(this.key('revoked'), cursor === null ? '-' : `(${cursor}`, '+', 'COUNT', REVOCATION_PAGE);
+    return {
+      cursor: entries.length > 0 ? entries[entries.length - 1][0] : cursor,
+      hashes: entries.map(([ , fields ]) => fields[1]),
+    };
   }
 
   /** `ckv:metrics:snap:<instanceId>`, PX = PRESENCE_TTL_MS (renewed every heartbeat by app/lib/metrics.ts). */

@@ -80,6 +80,17 @@ export interface SharedState {
   kvRevisionsForget(deviceIds: number[]): Promise<void>;
 
   /**
+   * Appends a revoked token's hash to the revocation record (app/lib/revocations.ts),
+   * kept at least `keepMs` (longer than a token cache entry lives).
+   */
+  revocationRecord(hash: string, keepMs: number): Promise<void>;
+  /**
+   * The hashes recorded after `cursor` (null: every one still kept), oldest first, at
+   * most a page of them; the cursor to pass next (unchanged when there is nothing new).
+   */
+  revocationsSince(cursor: string | null): Promise<{ cursor: string | null; hashes: string[] }>;
+
+  /**
    * Stores this worker's metrics snapshot (app/lib/metrics.ts). It lives as long as the
    * presence heartbeat of a worker: a worker that stops renewing it (crashed) drops out.
    */
