@@ -253,6 +253,8 @@ export class ValueCache {
       await this.store.kvRevisionsDistrust([ deviceId ], DISTRUST_MS);
     } catch (err) {
       this.onError('cannot mark a device after a failed write', err as Error);
+      // At least drop it everywhere now (what Redis at maxmemory still takes).
+      await this.forget([ deviceId ]);
     }
   }
 

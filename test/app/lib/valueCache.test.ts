@@ -26,6 +26,7 @@ class FakeStore implements RevisionStore {
 
   async kvRevisionsDistrust(ids: number[], forMs: number) {
     if (this.down) throw new Error('redis away');
+    if (this.refusingWrites) throw new Error('OOM command not allowed when used memory > \'maxmemory\'.');
     for (const d of ids) this.distrusted.set(d, Date.now() + forMs);
   }
 
@@ -211,6 +212,17 @@ describe('test/app/lib/valueCache.test.ts', () => {
     } finally {
       other.close();
     }
+  });
+
+  it('unsure() whose mark is refused (Redis at maxmemory): the device is dropped on every worker instead', async () => {
+    const other = new ValueCache(1024 * 1024, store, () => undefined);
+    store.workers.push(other);
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a1"');
+    assert.strictEqual(other.size, 1);
+    store.refusingWrites = true;
+    await cache.unsure(1);
+    assert.deepStrictEqual([ other.size, store.known.has(1), store.forgets ], [ 0, false, 1 ]);
   });
 
   it('epoch: a database read that started before a suspend(), resume() or drop() is served but not cached', async () => {
