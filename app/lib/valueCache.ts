@@ -209,20 +209,33 @@ export class ValueCache {
     return this.raising;
   }
 
-  /** kvRevisionsForget(), waited for at most FORGET_WAIT_MS; never rejects. */
+  /**
+   * kvRevisionsForget(), tried again (50, 100, 200 ms …: a command connection that was
+   * just reset is back within a few) until it goes through or FORGET_WAIT_MS has passed;
+   * never rejects. Tried once only while this worker's bus is down (suspended): Redis is
+   * away, for the other workers too as a rule, and writers are not held for it.
+   */
   private async forget(deviceIds: number[]) {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        this.store.kvRevisionsForget(deviceIds),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${FORGET_WAIT_MS} ms`)), FORGET_WAIT_MS);
-        }),
-      ]);
-    } catch (err) {
-      this.onError('cannot make a device\'s revision unknown after a failed raise', err as Error);
-    } finally {
-      clearTimeout(timer);
+    const deadline = Date.now() + FORGET_WAIT_MS;
+    for (let wait = 50; ; wait *= 2) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          this.store.kvRevisionsForget(deviceIds),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within ${FORGET_WAIT_MS} ms`)), Math.max(1, deadline - Date.now()));
+          }),
+        ]);
+        return;
+      } catch (err) {
+        if (this.suspended || Date.now() + wait >= deadline) {
+          this.onError('cannot make a device\'s revision unknown after a failed raise', err as Error);
+          return;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      await new Promise(resolve => setTimeout(resolve, wait));
     }
   }
 

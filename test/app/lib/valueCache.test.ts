@@ -37,9 +37,16 @@ class FakeStore implements RevisionStore {
 
   forgets = 0;
 
+  /** Forget calls to refuse first (a command connection being reset). */
+  forgetFailures = 0;
+
   async kvRevisionsForget(ids: number[]) {
     this.forgets += 1;
     if (this.down) throw new Error('redis away');
+    if (this.forgetFailures > 0) {
+      this.forgetFailures -= 1;
+      throw new Error('Connection is closed.');
+    }
     for (const d of ids) this.known.delete(d);
     for (const w of this.workers) w.drop(ids);
   }
@@ -212,6 +219,19 @@ describe('test/app/lib/valueCache.test.ts', () => {
     } finally {
       other.close();
     }
+  });
+
+  it('a refused raise whose first forget also fails (the command connection was being reset): the forget is tried again before the writer is answered', async () => {
+    const other = new ValueCache(1024 * 1024, store, () => undefined);
+    store.workers.push(other);
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a1"');
+    store.refusingWrites = true;
+    store.forgetFailures = 2;
+    await write(1, 'a', '"a2"');
+    assert.deepStrictEqual([ store.forgets, other.size, store.known.has(1) ], [ 3, 0, false ]);
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a2"');
+    other.close();
   });
 
   it('unsure() whose mark is refused (Redis at maxmemory): the device is dropped on every worker instead', async () => {
