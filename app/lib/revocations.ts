@@ -173,7 +173,11 @@ export class Revocations {
       }
       if (fresh.size > 0) {
         for (const h of fresh) this.handled.set(h, started);
-        this.opts.revoked(fresh);
+        try {
+          this.opts.revoked(fresh);
+        } catch (err) {
+          this.opts.warn('[revocations] dropping revoked tokens failed: %s', (err as Error).message);
+        }
       }
       this.lastRead = started;
       for (const [ h, at ] of this.handled) if (started - at > this.opts.keepMs) this.handled.delete(h);
