@@ -5,6 +5,7 @@ import { MemoryState } from './app/lib/state/memory';
 import { RedisState, CommandClient } from './app/lib/state/redis';
 import { Realtime } from './app/lib/realtime';
 import { ValueCache } from './app/lib/valueCache';
+import { Revocations, hashToken } from './app/lib/revocations';
 import { MysqlKvWriter } from './app/lib/kvWriter';
 import { installQueryTimeout } from './app/lib/queryTimeout';
 import { coalescePublishes } from './app/lib/tickWrites';
@@ -53,6 +54,18 @@ export default class AppBoot implements IBoot {
       })
       : new MemoryState();
     app.realtime = new Realtime(app);
+    app.revocations = new Revocations(app.sharedState, {
+      pollMs: s.revocationPollMs,
+      // Longer than a token cache entry lives, whatever TOKEN_CACHE_TTL_MS is.
+      keepMs: s.tokenCacheTtlMs + 60000,
+      recheckMs: s.tokenRecheckMs,
+      revoked: hashes => {
+        for (const token of [ ...app.tokenCache.tokens() ]) if (hashes.has(hashToken(token))) app.tokenCache.delete(token);
+        app.realtime.revokeHashed(hashes);
+      },
+      recheck: () => app.realtime.recheckJoined(),
+      warn: (message, ...args) => app.coreLogger.warn(message, ...args),
+    });
     app.metrics = new Metrics({
       state: app.sharedState,
       sockets: () => app.io.of('/').sockets.size,
@@ -76,6 +89,7 @@ export default class AppBoot implements IBoot {
     app.sharedState.onMessage(message => {
       if (message.type === 'bus-lost') app.valueCache.suspend();
       else if (message.type === 'resync') app.valueCache.resume();
+      else if (message.type === 'kv-dropped') app.valueCache.drop(message.deviceIds);
     });
 
     let lastTrimWarning = 0;
@@ -112,6 +126,7 @@ export default class AppBoot implements IBoot {
 
   async willReady() {
     await this.app.sharedState.start();
+    await this.app.revocations.start();
     this.app.logTrimmer.start();
     this.app.metrics.start();
   }
@@ -119,6 +134,7 @@ export default class AppBoot implements IBoot {
   async beforeClose() {
     this.app.logTrimmer.close();
     this.app.metrics.close();
+    this.app.revocations.close();
     await this.app.sharedState.close();
     await this.app.kvWriter?.close();
     this.app.valueCache.close();

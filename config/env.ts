@@ -88,6 +88,13 @@ export interface Settings {
   /** How long a resolved token stays in a worker's cache (ms); 0 disables the cache. */
   tokenCacheTtlMs: number;
   tokenCacheMax: number;
+  /**
+   * How often each worker reads the shared record of revoked tokens (ms); a token cache
+   * hit is served only while the last read is at most 3 of these old (app/lib/revocations.ts).
+   */
+  revocationPollMs: number;
+  /** How often each worker checks the tokens of its joined sockets against the database (ms; 0: only on a bus resync). */
+  tokenRecheckMs: number;
   /** Bytes of stored values each worker keeps for `GET /kv/:key` (0 disables; see app/lib/valueCache.ts). */
   valueCacheBytes: number;
   /**
@@ -342,6 +349,8 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),
     tokenCacheTtlMs: readInt(env, 'TOKEN_CACHE_TTL_MS', 300000),
     tokenCacheMax: readInt(env, 'TOKEN_CACHE_MAX', 50000, 1),
+    revocationPollMs: readInt(env, 'REVOCATION_POLL_MS', 1000, 100, 60000),
+    tokenRecheckMs: readOptionalMs(env, 'TOKEN_RECHECK_MS', 10000, 500, 3600000),
     valueCacheBytes: readInt(env, 'VALUE_CACHE_BYTES', 32 * 1024 * 1024),
     dbQueryTimeoutMs: readOptionalMs(env, 'DB_QUERY_TIMEOUT_MS', 5000, 100, 3600000),
     kvWriteConnections: readInt(env, 'KV_WRITE_CONNECTIONS', 4, 1, 100),

@@ -4,6 +4,7 @@ import type { TokenInfo } from '../app/lib/tokenCache';
 import type { Realtime } from '../app/lib/realtime';
 import type { MysqlKvWriter } from '../app/lib/kvWriter';
 import type { ValueCache } from '../app/lib/valueCache';
+import type { Revocations } from '../app/lib/revocations';
 import type { LogTrimmer } from '../app/lib/logTrimmer';
 import type { DatabaseCounts, Metrics } from '../app/lib/metrics';
 import type { CachedFetch } from '../app/lib/cachedFetch';
@@ -19,6 +20,8 @@ declare module 'egg' {
 
   interface Application {
     realtime: Realtime;
+    /** Token revocation that survives a lost bus message (app.ts, app/lib/revocations.ts). */
+    revocations: Revocations;
     /** Stored values of this worker for GET /kv/:key, checked against shared state (app.ts). */
     valueCache: ValueCache;
     /** The batched MySQL write path of POST /kv/:key; undefined on SQLite (app.ts). */

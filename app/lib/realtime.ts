@@ -5,6 +5,10 @@ import type { TokenInfo } from './tokenCache';
 import { describeError, isDatabaseUnavailable } from './errors';
 import { SocketQueues } from './socketQueue';
 import { describeUserAgent, deviceNameOf } from './userAgent';
+import { hashToken } from './revocations';
+
+/** Tokens per query of recheckJoined(). */
+const RECHECK_CHUNK = 500;
 
 export type AckResult =
   | { ok: true; uuid?: string }
@@ -64,12 +68,15 @@ export class Realtime {
     app.sharedState.onMessage(message => {
       if (message.type === 'token-revoked') {
         app.tokenCache.delete(message.token);
+        app.revocations.noteHandled(message.token);
         this.revoke(message.token, message.uuid);
       } else if (message.type === 'token-updated') {
         app.tokenCache.delete(message.token);
         this.refreshToken(message.token).catch(() => undefined);
       } else if (message.type === 'resync') {
         app.tokenCache.clear();
+        // Revocations broadcast while the bus was away were missed: ask the database.
+        app.revocations.recheckNow().catch(() => undefined);
       }
     });
   }
@@ -345,6 +352,49 @@ export class Realtime {
       this.count(() => this.app.sharedState.presenceLeave(uuid, socketId), uuid)
         .then(connections => this.io.to(uuid).emit('device-left', { uuid, connections }))
         .catch(() => undefined);
+    }
+  }
+
+  /** The device uuid a locally joined token resolved to. */
+  private uuidOf(token: string): string | undefined {
+    for (const socketId of this.byToken.get(token) ?? []) {
+      const info = this.sockets.get(socketId)?.state.tokens.get(token);
+      if (info) return info.uuid;
+    }
+    return undefined;
+  }
+
+  /** Tokens named by the revocation record (by hash, app/lib/revocations.ts): revoked here too. */
+  revokeHashed(hashes: Set<string>) {
+    for (const token of this.resolving.keys()) if (hashes.has(hashToken(token))) this.revokedWhileResolving.add(token);
+    for (const token of [ ...this.byToken.keys() ]) {
+      if (!hashes.has(hashToken(token))) continue;
+      const uuid = this.uuidOf(token);
+      if (uuid) this.revoke(token, uuid);
+    }
+  }
+
+  /**
+   * Checks the tokens of this worker's joined sockets against the database (one query per
+   * RECHECK_CHUNK tokens); those uninstalled are revoked here (their sockets get `left`).
+   * Catches revocations whose bus message and record never arrived. Rejects when the
+   * database cannot answer.
+   */
+  async recheckJoined(): Promise<void> {
+    const tokens = [ ...this.byToken.keys() ];
+    for (let i = 0; i < tokens.length; i += RECHECK_CHUNK) {
+      const chunk = tokens.slice(i, i + RECHECK_CHUNK);
+      const rows = await this.app.model.query('SELECT token FROM app_installs WHERE token IN (?)', {
+        replacements: [ chunk ], type: 'SELECT', raw: true,
+      }) as Array<{ token: string }>;
+      // The token column is case-insensitive on MySQL: compare exactly here.
+      const alive = new Set(rows.map(r => r.token));
+      for (const token of chunk) {
+        if (alive.has(token)) continue;
+        const uuid = this.uuidOf(token);
+        this.app.tokenCache.delete(token);
+        if (uuid) this.revoke(token, uuid);
+      }
     }
   }
 }

@@ -50,6 +50,11 @@ export class TokenCache {
     this.map.set(info.token, { info, expiresAt: Date.now() + this.ttlMs });
   }
 
+  /** The cached tokens (app/lib/revocations.ts looks revoked ones up by hash). */
+  tokens(): IterableIterator<string> {
+    return this.map.keys();
+  }
+
   delete(token: string) {
     this.gen += 1;
     this.map.delete(token);

@@ -87,13 +87,9 @@ export default class AppInstallService extends Service {
   async uninstall(device: DeviceAttributes, row: AppInstallAttributes) {
     await this.ctx.model.AppInstall.destroy({ where: { id: row.id } });
     this.app.tokenCache.delete(row.token);
-    try {
-      await this.app.sharedState.publish({ type: 'token-revoked', token: row.token, uuid: device.uuid });
-    } catch (err) {
-      // The row is gone; other workers drop the token when their cache entry expires
-      // or when they reconnect to Redis (they clear their caches then).
-      this.ctx.logger.warn('[apps] token revocation broadcast failed: %s', (err as Error).message);
-    }
+    // The row is gone (the truth). Recorded and broadcast with retries; a worker that
+    // misses both still drops it within a bound (app/lib/revocations.ts).
+    await this.app.revocations.revoke(row.token, device.uuid);
   }
 
   async list(device: DeviceAttributes, order: 'ASC' | 'DESC') {
@@ -107,7 +103,8 @@ export default class AppInstallService extends Service {
 
   /** token → device, from this worker's cache or one indexed query. */
   async resolveToken(token: string): Promise<TokenInfo | null> {
-    const cached = this.app.tokenCache.get(token);
+    // Cache hits only while this worker reads the revocation record (app/lib/revocations.ts).
+    const cached = this.app.revocations.current ? this.app.tokenCache.get(token) : undefined;
     if (cached) return cached;
     const generation = this.app.tokenCache.generation;
     // Tokens are printable ASCII; anything else (NUL, control characters, huge strings)

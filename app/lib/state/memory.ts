@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { BusMessage, ConsumeResult, DeviceCodeStatus, PresenceEntry, RateHit, SharedState } from './types';
 
+/** Hashes per revocationsSince() answer. */
+const REVOCATION_PAGE = 1000;
+
 interface Expiring<T> { value: T; expiresAt: number }
 
 /** In-process state for the embedded default (a single worker). */
@@ -14,6 +17,9 @@ export class MemoryState implements SharedState {
   /** device → until when its revision is unknown (kvRevisionsDistrust). */
   private readonly distrusted = new Map<number, number>();
   private readonly bus = new EventEmitter();
+  /** The revocation record: hashes in order, each with its sequence number and expiry. */
+  private readonly revoked: Array<{ seq: number; hash: string; expiresAt: number }> = [];
+  private revokedSeq = 0;
   private sweepTimer?: NodeJS.Timeout;
 
   async start() {
@@ -130,6 +136,24 @@ export class MemoryState implements SharedState {
 
   async kvRevisionsDistrust(deviceIds: number[], forMs: number) {
     for (const d of deviceIds) this.distrusted.set(d, Date.now() + forMs);
+  }
+
+  async kvRevisionsForget(deviceIds: number[]) {
+    for (const d of deviceIds) this.revisions.delete(d);
+    await this.publish({ type: 'kv-dropped', deviceIds });
+  }
+
+  async revocationRecord(hash: string, keepMs: number) {
+    const now = Date.now();
+    while (this.revoked.length > 0 && this.revoked[0].expiresAt <= now) this.revoked.shift();
+    this.revokedSeq += 1;
+    this.revoked.push({ seq: this.revokedSeq, hash, expiresAt: now + keepMs });
+  }
+
+  async revocationsSince(cursor: string | null) {
+    const after = cursor === null ? 0 : Number(cursor);
+    const page = this.revoked.filter(r => r.seq > after).slice(0, REVOCATION_PAGE);
+    return { cursor: page.length > 0 ? String(page[page.length - 1].seq) : cursor, hashes: page.map(r => r.hash) };
   }
 
   // One worker: nobody else has metrics to share.

@@ -17,6 +17,8 @@ export interface CommandClient {
   del(...keys: string[]): Promise<number>;
   mget(...keys: string[]): Promise<Array<string | null>>;
   ping(): Promise<string>;
+  xadd(key: string, ...args: string[]): Promise<string | null>;
+  xrange(key: string, start: string, end: string, ...args: Array<string | number>): Promise<Array<[string, string[]]>>;
 }
 
 const LUA = {
@@ -74,6 +76,13 @@ for i, k in ipairs(KEYS) do
   end
 end
 return #KEYS`,
+  // Deletes each KEYS[i] unless it is marked 'unsure'. Only GET and DEL: Redis runs it
+  // even at maxmemory with noeviction (DEL is not refused there, SET is).
+  kvRevisionsForget: `
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) ~= 'unsure' then redis.call('DEL', k) end
+end
+return #KEYS`,
   // Drops every socket of a dead instance. KEYS: instance set, devices set, instances set.
   presenceSweep: `
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -112,6 +121,9 @@ return out`,
 };
 
 type ScriptName = keyof typeof LUA;
+
+/** Hashes per revocationsSince() answer. */
+const REVOCATION_PAGE = 1000;
 
 /** A device's known revision is kept a day after its last write or read miss (a reader puts it back). */
 const KV_REVISION_TTL_MS = 24 * 3600 * 1000;
@@ -351,6 +363,32 @@ export class RedisState implements SharedState {
     const results = await pipe.exec();
     const failed = results.find(([ err ]) => err);
     if (failed) throw failed[0];
+  }
+
+  async kvRevisionsForget(deviceIds: number[]) {
+    if (deviceIds.length === 0) return;
+    const results = await Promise.allSettled([
+      this.run('kvRevisionsForget', deviceIds.map(d => this.key('kvrev', String(d))), []),
+      this.publish({ type: 'kv-dropped', deviceIds }),
+    ]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length === results.length) throw failed[0].reason;
+  }
+
+  /**
+   * `ckv:revoked`: a stream (entry ids are Redis server time, so every worker's cursor
+   * is comparable and survives a Redis restart); trimmed by age on every append.
+   */
+  async revocationRecord(hash: string, keepMs: number) {
+    await this.client.xadd(this.key('revoked'), 'MINID', '~', String(Math.max(0, Date.now() - keepMs)), '*', 'h', hash);
+  }
+
+  async revocationsSince(cursor: string | null) {
+    const entries = await this.client.xrange(this.key('revoked'), cursor === null ? '-' : `(${cursor}`, '+', 'COUNT', REVOCATION_PAGE);
+    return {
+      cursor: entries.length > 0 ? entries[entries.length - 1][0] : cursor,
+      hashes: entries.map(([ , fields ]) => fields[1]),
+    };
   }
 
   /** `ckv:metrics:snap:<instanceId>`, PX = PRESENCE_TTL_MS (renewed every heartbeat by app/lib/metrics.ts). */

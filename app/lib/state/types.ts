@@ -30,6 +30,11 @@ export type BusMessage =
   | { type: 'token-revoked'; token: string; uuid: string }
   /** The install behind a token changed (its note): workers drop their cached copy. */
   | { type: 'token-updated'; token: string }
+  /**
+   * A write's revision could not be raised in shared state (kvRevisionsForget): every
+   * worker drops the devices' cached values and keeps reads in flight out of its cache.
+   */
+  | { type: 'kv-dropped'; deviceIds: number[] }
   /** Local only: the bus connection dropped; messages may be missed until 'resync'. */
   | { type: 'bus-lost' }
   /** Local only: the bus is live again; messages may have been missed while it was not. */
@@ -66,6 +71,24 @@ export interface SharedState {
    * write failed in a way that may still commit later.
    */
   kvRevisionsDistrust(deviceIds: number[], forMs: number): Promise<void>;
+  /**
+   * A raise was refused: makes the devices' revisions unknown (a device marked by
+   * kvRevisionsDistrust stays so) and sends `kv-dropped` to every worker, this one
+   * included. Both also work when Redis refuses writes (maxmemory with noeviction
+   * allows DEL and PUBLISH); rejects only when neither went through.
+   */
+  kvRevisionsForget(deviceIds: number[]): Promise<void>;
+
+  /**
+   * Appends a revoked token's hash to the revocation record (app/lib/revocations.ts),
+   * kept at least `keepMs` (longer than a token cache entry lives).
+   */
+  revocationRecord(hash: string, keepMs: number): Promise<void>;
+  /**
+   * The hashes recorded after `cursor` (null: every one still kept), oldest first, at
+   * most a page of them; the cursor to pass next (unchanged when there is nothing new).
+   */
+  revocationsSince(cursor: string | null): Promise<{ cursor: string | null; hashes: string[] }>;
 
   /**
    * Stores this worker's metrics snapshot (app/lib/metrics.ts). It lives as long as the

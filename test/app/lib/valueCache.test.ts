@@ -20,12 +20,35 @@ class FakeStore implements RevisionStore {
     this.raises.push(changes);
     if (this.gate) await this.gate;
     if (this.down) throw new Error('redis away');
+    if (this.refusingWrites) throw new Error('OOM command not allowed when used memory > \'maxmemory\'.');
     for (const c of changes) if (c.revision > (this.known.get(c.deviceId) ?? -1)) this.known.set(c.deviceId, c.revision);
   }
 
   async kvRevisionsDistrust(ids: number[], forMs: number) {
     if (this.down) throw new Error('redis away');
+    if (this.refusingWrites) throw new Error('OOM command not allowed when used memory > \'maxmemory\'.');
     for (const d of ids) this.distrusted.set(d, Date.now() + forMs);
+  }
+
+  /** Redis at maxmemory with noeviction: raises refused, DEL and PUBLISH still work. */
+  refusingWrites = false;
+  /** The value caches of every worker on this store (the kv-dropped message reaches them all). */
+  readonly workers: ValueCache[] = [];
+
+  forgets = 0;
+
+  /** Forget calls to refuse first (a command connection being reset). */
+  forgetFailures = 0;
+
+  async kvRevisionsForget(ids: number[]) {
+    this.forgets += 1;
+    if (this.down) throw new Error('redis away');
+    if (this.forgetFailures > 0) {
+      this.forgetFailures -= 1;
+      throw new Error('Connection is closed.');
+    }
+    for (const d of ids) this.known.delete(d);
+    for (const w of this.workers) w.drop(ids);
   }
 }
 
@@ -55,6 +78,7 @@ describe('test/app/lib/valueCache.test.ts', () => {
     store = new FakeStore();
     errors = [];
     cache = new ValueCache(1024 * 1024, store, (what, err) => errors.push(`${what}: ${err.message}`));
+    store.workers.push(cache);
     db = new Map();
     revision = new Map();
     reads = 0;
@@ -131,7 +155,10 @@ describe('test/app/lib/valueCache.test.ts', () => {
     assert.strictEqual(errors.filter(e => e === 'cannot read revisions, reading the database: redis away').length, 2, errors.join('\n'));
     errors.length = 0;
     await cache.committed(6, 9); // resolves although the store failed
-    assert.deepStrictEqual(errors, [ 'cannot record a write\'s revision: redis away' ]);
+    assert.deepStrictEqual(errors, [
+      'cannot record a write\'s revision: redis away',
+      'cannot make a device\'s revision unknown after a failed raise: redis away',
+    ]);
   });
 
   it('suspended (the shared-state bus dropped): every read goes to the database, nothing is cached or looked up; resume() starts from empty', async () => {
@@ -163,6 +190,80 @@ describe('test/app/lib/valueCache.test.ts', () => {
     await new Promise(resolve => setTimeout(resolve, RETRY_MS + 200));
     assert.strictEqual(store.known.get(1), 2);
     assert.strictEqual(await get(1, 'a'), '"a2"');
+  });
+
+  it('a raise refused (Redis at maxmemory): before the writer is answered every worker drops the device, so no worker serves the value the write replaced', async () => {
+    const other = new ValueCache(1024 * 1024, store, () => undefined);
+    store.workers.push(other);
+    const getOther = (key: string) => other.get(1, key, read(1, key));
+    try {
+      await write(1, 'a', '"a1"');
+      await write(1, 'b', '"b1"');
+      assert.strictEqual(await getOther('a'), '"a1"');
+      assert.strictEqual(await getOther('b'), '"b1"');
+      assert.strictEqual(await get(1, 'a'), '"a1"');
+      store.refusingWrites = true;
+      await write(1, 'a', '"a2"'); // answered once this resolves
+      assert.deepStrictEqual([ other.size, store.known.has(1) ], [ 0, false ]);
+      assert.strictEqual(await getOther('a'), '"a2"');
+      assert.strictEqual(await get(1, 'a'), '"a2"');
+      assert.ok(errors.includes('cannot record a write\'s revision: OOM command not allowed when used memory > \'maxmemory\'.'), errors.join('\n'));
+      // A reader putting back a revision nobody knew makes nothing unknown when refused.
+      const forgets = store.forgets;
+      assert.strictEqual(await getOther('b'), '"b1"');
+      await new Promise(resolve => setImmediate(resolve));
+      assert.strictEqual(store.forgets, forgets);
+      store.refusingWrites = false;
+      await new Promise(resolve => setTimeout(resolve, RETRY_MS + 200));
+      assert.strictEqual(store.known.get(1), 3, 'the refused raise was retried');
+    } finally {
+      other.close();
+    }
+  });
+
+  it('a refused raise whose first forget also fails (the command connection was being reset): the forget is tried again before the writer is answered', async () => {
+    const other = new ValueCache(1024 * 1024, store, () => undefined);
+    store.workers.push(other);
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a1"');
+    store.refusingWrites = true;
+    store.forgetFailures = 2;
+    await write(1, 'a', '"a2"');
+    assert.deepStrictEqual([ store.forgets, other.size, store.known.has(1) ], [ 3, 0, false ]);
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a2"');
+    other.close();
+  });
+
+  it('unsure() whose mark is refused (Redis at maxmemory): the device is dropped on every worker instead', async () => {
+    const other = new ValueCache(1024 * 1024, store, () => undefined);
+    store.workers.push(other);
+    await write(1, 'a', '"a1"');
+    assert.strictEqual(await other.get(1, 'a', read(1, 'a')), '"a1"');
+    assert.strictEqual(other.size, 1);
+    store.refusingWrites = true;
+    await cache.unsure(1);
+    assert.deepStrictEqual([ other.size, store.known.has(1), store.forgets ], [ 0, false, 1 ]);
+  });
+
+  it('epoch: a database read that started before a suspend(), resume() or drop() is served but not cached', async () => {
+    await write(1, 'a', '"a1"');
+    for (const between of [ () => { cache.suspend(); cache.resume(); }, () => cache.drop([ 1 ]) ]) {
+      let release!: () => void;
+      const gate = new Promise<void>(resolve => { release = resolve; });
+      const slow = cache.get(1, 'a', async () => {
+        await gate;
+        return read(1, 'a')();
+      });
+      await new Promise(resolve => setTimeout(resolve, 20)); // the lookup is done, the read is running
+      between();
+      release();
+      assert.strictEqual(await slow, '"a1"');
+      assert.strictEqual(cache.size, 0, 'the read of the older epoch was not cached');
+      const before = reads;
+      assert.strictEqual(await get(1, 'a'), '"a1"');
+      assert.strictEqual(reads, before + 1);
+      cache.clear();
+    }
   });
 
   it(`unsure(): after a write with no clear outcome, the device's cached values are not served for ${DISTRUST_MS / 60000} min, whatever is raised meanwhile`, async () => {

@@ -342,6 +342,25 @@ describe('test/app/service/kv.test.ts', () => {
       assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ null ], 'still distrusted after a later write');
     });
 
+    it('kvRevisionsForget (a raise was refused): the revision is unknown (a distrusted device stays so), and every worker drops the device\'s cached values on the kv-dropped message', async () => {
+      const other = await deviceWithToken();
+      await app.httpRequest().post('/kv/f').set('x-app-token', token).send({ v: 1 }).expect(200);
+      await app.httpRequest().post('/kv/f').set('x-app-token', other.token).send({ v: 1 }).expect(200);
+      assert.deepStrictEqual((await get('f').expect(200)).body, { v: 1 });
+      await changeBehindItsBack('f', '{"v":"newer"}');
+      assert.deepStrictEqual((await get('f').expect(200)).body, { v: 1 }, 'cached');
+      await app.sharedState.kvRevisionsDistrust([ other.device.id ], 60000);
+      const seen: unknown[] = [];
+      app.sharedState.onMessage(m => seen.push(m));
+      await app.sharedState.kvRevisionsForget([ device.id, other.device.id ]);
+      assert.deepStrictEqual(seen, [{ type: 'kv-dropped', deviceIds: [ device.id, other.device.id ] }]);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id, other.device.id ]), [ null, null ]);
+      assert.deepStrictEqual((await get('f').expect(200)).body, { v: 'newer' }, 'the dropped value is not served');
+      // The distrust mark survived: a raise does not make the other device known again.
+      await app.sharedState.kvRevisionsRaise([{ deviceId: other.device.id, revision: 9 }]);
+      assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id, other.device.id ]), [ 1, null ]);
+    });
+
     it('shared state keeps the latest revision per device: POSTs, DELETE and batch move it to the write\'s revision', async () => {
       await app.httpRequest().post('/kv/a').set('x-app-token', token).send({}).expect(200);
       assert.deepStrictEqual(await app.sharedState.kvRevisions([ device.id ]), [ 1 ]);
