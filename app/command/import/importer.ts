@@ -2,7 +2,6 @@ import crypto from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { Transaction } from 'sequelize';
 import { hashPassword, verifyPassword } from '../../lib/password';
-import { newInstallId } from '../../service/appInstall';
 import type { DeviceAttributes } from '../../model/device';
 import type { SourceAccount, SourceConfig, SourceDevice, SourceInstall, SourceKey, SqlSource } from './source';
 import { Target, ms } from './target';
@@ -23,9 +22,12 @@ import { Target, ms } from './target';
  * memory stays flat whatever the number of keys.
  *
  * Revisions: an imported device's keys get revisions 1..n in key order and the device's
- * revision is n; no change-log entries are written for them (the source has no history).
- * A key copied into a device that already exists here takes the device's next revisions,
- * as a write through the API would. See README "Switching over from ClassworksKV".
+ * revision is n; no change-log records are written for them (the source has no history, and
+ * `GET /kv/_changes?since=<n` answers 410 CHANGES_EXPIRED: re-read the keys, as after trimming).
+ * A key copied into a device that already exists here (a later run, or `overwrite`) takes the
+ * device's next revision with its change-log record (`kv-key-changed`, `batch`), as a write
+ * through the API would, so `_changes` and `join-token {since}` stay gap-free; it is not
+ * broadcast to sockets joined at that moment (see README "Switching over from ClassworksKV").
  */
 
 export type Resolution = 'stop' | 'skip' | 'overwrite';
@@ -74,6 +76,15 @@ const MAX_LISTED = 100;
 /** Largest batch of key rows in one INSERT (rows, and bytes of values). */
 const INSERT_ROWS = 1000;
 const INSERT_BYTES = 4 * 1024 * 1024;
+
+/** A time-ordered UUID (version 7) for the default configs, like the server's config ids (not loading egg for it). */
+function uuidv7(): string {
+  const time = Date.now().toString(16).padStart(12, '0');
+  const r = crypto.randomBytes(10);
+  r[2] = 0x80 + (r[2] % 0x40);
+  const h = r.toString('hex');
+  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${h.slice(0, 3)}-${h.slice(4, 8)}-${h.slice(8, 20)}`;
+}
 
 /** A token in a report: enough to find it, not enough to use it. */
 export const maskToken = (token: string) => `${token.slice(0, 8)}…`;
@@ -386,7 +397,7 @@ export class Importer {
       const action = this.decide(mode, r, 'configs', has ? 'same' : 'new', `default auto-auth config of device ${st.src.uuid}`);
       if (mode === 'write' && action === 'insert') {
         const now = new Date();
-        inserts.push({ id: newInstallId(), deviceId: st.targetId!, password: null, deviceType: 'classroom', isReadOnly: false, createdAt: now, updatedAt: now });
+        inserts.push({ id: uuidv7(), deviceId: st.targetId!, password: null, deviceType: 'classroom', isReadOnly: false, createdAt: now, updatedAt: now });
       }
     }
     if (inserts.length) {
@@ -475,14 +486,18 @@ export class Importer {
       raised.set(id, first + n - 1);
     }
     let rows: Array<Record<string, unknown>> = [];
+    let log: Array<Record<string, unknown>> = [];
     let bytes = 0;
     const flush = async () => {
       if (rows.length === 0) return;
       await this.target.KvEntry.bulkCreate(rows, { transaction: t, validate: false, returning: false });
+      if (log.length) await this.target.DeviceLog.bulkCreate(log, { transaction: t, validate: false, returning: false });
       r.tally.keys.copied += rows.length;
       rows = [];
+      log = [];
       bytes = 0;
     };
+    const replaced = new Set(replace);
     for (const k of all) {
       const st = states.get(k.deviceId)!;
       const id = st.targetId!;
@@ -493,6 +508,7 @@ export class Importer {
       } else {
         revision = firsts.get(id)!;
         firsts.set(id, revision + 1);
+        log.push({ deviceId: id, revision, seq: 0, type: 'kv-key-changed', key: k.key, action: 'upsert', created: !replaced.has(k), batch: true, recordedAt: k.updatedAt });
       }
       rows.push({ deviceId: id, key: k.key, value: k.json, creatorIp: k.creatorIp, revision, createdAt: k.createdAt, updatedAt: k.updatedAt });
       bytes += k.json.length + k.key.length + 64;

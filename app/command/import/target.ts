@@ -7,6 +7,7 @@ import defineAccount from '../../model/account';
 import defineAppInstall from '../../model/appInstall';
 import defineAutoAuthConfig from '../../model/autoAuthConfig';
 import defineDevice, { DeviceAttributes } from '../../model/device';
+import defineDeviceLog from '../../model/deviceLog';
 import defineKvEntry from '../../model/kvEntry';
 import type { AccountAttributes } from '../../model/account';
 import type { AppInstallAttributes } from '../../model/appInstall';
@@ -25,6 +26,7 @@ export class Target {
   readonly AppInstall;
   readonly AutoAuthConfig;
   readonly KvEntry;
+  readonly DeviceLog;
 
   constructor(readonly settings: Settings) {
     const db = settings.database;
@@ -52,6 +54,7 @@ export class Target {
     this.AppInstall = defineAppInstall(app);
     this.AutoAuthConfig = defineAutoAuthConfig(app);
     this.KvEntry = defineKvEntry(app);
+    this.DeviceLog = defineDeviceLog(app);
   }
 
   get dialect(): string {

@@ -140,9 +140,9 @@ export function fixture(version: Version): Fixture {
   const key = (deviceId: number, k: string, value: unknown, n: number, creatorIp: string | null = '203.0.113.7'): FxKey =>
     ({ deviceId, key: k, value, creatorIp, createdAt: at(30 + n), updatedAt: at(40 + n) });
   const keys: FxKey[] = [
-    key(1, 'classworks-list-main', [ { name: 'Alice', id: 1 }, { name: 'Bob', id: 2 } ], 1),
-    key(1, 'obj', { a: 1, nested: { list: [ 1, 'two', null, true, { deep: [] } ] }, 'z-last': 'x', 'a-first': 0 }, 2, '::ffff:10.0.0.5'),
-    key(1, 'arr', [ 1, 'two', 3.5, false, null, { x: [] } ], 3),
+    key(1, 'classworks-list-main', [{ name: 'Alice', id: 1 }, { name: 'Bob', id: 2 }], 1),
+    key(1, 'obj', { a: 1, nested: { list: [ 1, 'two', null, true, { deep: [] }] }, 'z-last': 'x', 'a-first': 0 }, 2, '::ffff:10.0.0.5'),
+    key(1, 'arr', [ 1, 'two', 3.5, false, null, { x: [] }], 3),
     key(1, 'empty-array', [], 4, ''),
     key(1, 'empty-object', {}, 5, null),
     key(1, 'string', 'hello "world"', 6),
