@@ -2,8 +2,8 @@
 
 /**
  * `npm run import -- <source-url> [--dry-run] [--on-conflict=stop|skip|overwrite]`
- * Runs app/command/import/cli.ts: from the TypeScript sources through ts-node in a
- * checkout with dev dependencies, else from the build (`npm run build` → dist/).
+ * Runs app/command/import/cli.ts: with NODE_ENV=production (or without ts-node) from the
+ * build (`npm run build` → dist/), else from the TypeScript sources through ts-node.
  */
 const fs = require('fs');
 const path = require('path');
@@ -11,11 +11,17 @@ const path = require('path');
 const root = path.join(__dirname, '..');
 let cli;
 let tsNode = false;
-try {
-  require.resolve('ts-node');
-  tsNode = fs.existsSync(path.join(root, 'app/command/import/cli.ts'));
-} catch {
-  tsNode = false;
+if (process.env.NODE_ENV !== 'production') {
+  try {
+    require.resolve('ts-node');
+    tsNode = fs.existsSync(path.join(root, 'app/command/import/cli.ts'));
+  } catch {
+    tsNode = false;
+  }
+}
+if (!tsNode && !fs.existsSync(path.join(root, 'dist/app/command/import/cli.js'))) {
+  process.stderr.write('import: dist/ is missing: run `npm run build` first\n');
+  process.exit(1);
 }
 if (tsNode) {
   require('ts-node').register({ transpileOnly: true, project: path.join(root, 'tsconfig.json') });

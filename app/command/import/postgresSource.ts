@@ -40,6 +40,15 @@ export class PostgresSource extends SqlSource {
     return `${column}::text`;
   }
 
+  /**
+   * Epoch milliseconds, truncated like the Date node-postgres would build (timestamptz(6)
+   * keeps microseconds; this server keeps milliseconds), without parsing a date string per
+   * row (measured: the largest single cost of reading keys, docs/PERFORMANCE.md §5).
+   */
+  protected timeMs(column: string) {
+    return `floor(extract(epoch from ${column}) * 1000)::bigint`;
+  }
+
   protected async describe() {
     const rows = await this.query(
       'SELECT table_name AS t, column_name AS c FROM information_schema.columns WHERE table_schema = current_schema()', []);

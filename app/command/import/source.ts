@@ -89,7 +89,12 @@ const REQUIRED: Record<string, string[]> = {
   KVStore: [ 'deviceId', 'key', 'value', 'creatorIp', 'createdAt', 'updatedAt' ],
 };
 
-const date = (v: unknown): Date => (v instanceof Date ? v : new Date(String(v)));
+const date = (v: unknown): Date => {
+  if (v instanceof Date) return v;
+  // Epoch milliseconds (timeMs()), as a number or as int8 text.
+  if (typeof v === 'number' || (typeof v === 'string' && /^-?\d+$/.test(v))) return new Date(Number(v));
+  return new Date(String(v));
+};
 const dateOrNull = (v: unknown): Date | null => (v === null || v === undefined ? null : date(v));
 const str = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
@@ -108,6 +113,10 @@ export abstract class SqlSource {
   protected abstract q(name: string): string;
   /** SQL that reads a JSON column as its text. */
   protected abstract jsonText(column: string): string;
+  /** SQL reading a timestamp column for the hot path (keys); the driver's own Date by default. */
+  protected timeMs(column: string): string {
+    return column;
+  }
   /** Table name → column names of the source (the schema check reads them). */
   protected abstract describe(): Promise<Map<string, Set<string>>>;
   abstract close(): Promise<void>;
@@ -284,14 +293,30 @@ export abstract class SqlSource {
   async* keys(lo: number, hi: number, pageSize: number): AsyncGenerator<SourceKey[]> {
     const d = this.q('deviceId');
     const k = this.q('key');
-    const cols = `${d}, ${k}, ${this.jsonText(this.q('value'))} AS ${this.q('json')}, ${this.q('creatorIp')}, ${this.q('createdAt')}, ${this.q('updatedAt')}`;
-    let cursor: { deviceId: number; key: string } | null = null;
+    const cols = `${d}, ${k}, ${this.jsonText(this.q('value'))} AS ${this.q('json')}, ${this.q('creatorIp')}, ` +
+      `${this.timeMs(this.q('createdAt'))} AS ${this.q('createdAt')}, ${this.timeMs(this.q('updatedAt'))} AS ${this.q('updatedAt')}`;
+    const from = `SELECT ${cols} FROM ${this.q('KVStore')} WHERE`;
+    // Two exact index ranges after a cursor (the rest of its device, then the next devices):
+    // an OR of both would make some planners scan from the start of the range on every page.
+    const fetch = async (cursor: { deviceId: number; key: string } | null): Promise<Row[]> => {
+      if (cursor === null) return this.query(`${from} ${d} BETWEEN ? AND ? ORDER BY ${d}, ${k} LIMIT ${pageSize}`, [ lo, hi ]);
+      const rest = await this.query(`${from} ${d} = ? AND ${k} > ? ORDER BY ${k} LIMIT ${pageSize}`, [ cursor.deviceId, cursor.key ]);
+      if (rest.length === pageSize) return rest;
+      const next = await this.query(`${from} ${d} > ? AND ${d} <= ? ORDER BY ${d}, ${k} LIMIT ${pageSize - rest.length}`, [ cursor.deviceId, hi ]);
+      return rest.concat(next);
+    };
+    // The next page is read while the caller works on this one (two pages in memory at most).
+    let pending = fetch(null);
     for (;;) {
-      const rows: Row[] = cursor === null
-        ? await this.query(`SELECT ${cols} FROM ${this.q('KVStore')} WHERE ${d} BETWEEN ? AND ? ORDER BY ${d}, ${k} LIMIT ${pageSize}`, [ lo, hi ])
-        : await this.query(`SELECT ${cols} FROM ${this.q('KVStore')} WHERE ${d} <= ? AND (${d} > ? OR (${d} = ? AND ${k} > ?)) ORDER BY ${d}, ${k} LIMIT ${pageSize}`,
-          [ hi, cursor.deviceId, cursor.deviceId, cursor.key ]);
+      const rows = await pending;
       if (rows.length === 0) return;
+      const last = rows[rows.length - 1];
+      const more = rows.length === pageSize;
+      if (more) {
+        pending = fetch({ deviceId: Number(last.deviceId), key: String(last.key) });
+        // Not awaited until the next page is asked for; a failure then surfaces there.
+        pending.catch(() => undefined);
+      }
       yield rows.map(r => ({
         deviceId: Number(r.deviceId),
         key: String(r.key),
@@ -300,9 +325,7 @@ export abstract class SqlSource {
         createdAt: date(r.createdAt),
         updatedAt: date(r.updatedAt),
       }));
-      const last = rows[rows.length - 1];
-      cursor = { deviceId: Number(last.deviceId), key: String(last.key) };
-      if (rows.length < pageSize) return;
+      if (!more) return;
     }
   }
 }
