@@ -258,7 +258,10 @@ export class Importer {
       }
       const status = reasons.length ? 'conflict' : existing ? 'same' : 'new';
       const action = this.decide(mode, r, 'devices', status, `device ${d.uuid}`, reasons.join('; '));
-      const state: DeviceState = { src: d, targetId: existing?.id, skipped: status === 'conflict' && action !== 'replace', created: false };
+      // A device that will not be copied is skipped with its rows, except in the plan of a run that
+      // stops on conflicts: its report lists every conflict at once.
+      const skipped = status === 'conflict' && action !== 'replace' && !(mode === 'plan' && this.opts.resolution === 'stop');
+      const state: DeviceState = { src: d, targetId: existing?.id, skipped, created: false };
       states.set(d.id, state);
       if (mode !== 'write') continue;
       if (action === 'replace') {

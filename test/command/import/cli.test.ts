@@ -1,4 +1,6 @@
 import assert from 'node:assert';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Writable } from 'node:stream';
@@ -6,6 +8,7 @@ import { app } from 'egg-mock/bootstrap';
 import { Client } from 'pg';
 import { main } from '../../../app/command/import/cli';
 import { closeAllClients, openJoined, startServer, stopServer } from '../../support/socket';
+import { createDevice } from '../../support/factories';
 import {
   createForeignMysql, createForeignPg, createMysql11, createPg13, dropMysql, dropPg, Fixture, fixture, FxKey,
   insertMysqlKey, insertPgKey, mysqlSource, Version,
@@ -304,6 +307,40 @@ function suite(version: Version) {
       assert.strictEqual(change.created, true);
     });
 
+    it('a token (and, on 1.3, a namespace) already used by another device here: reported, nothing written; overwrite moves them', async () => {
+      // A device registered here first, holding one of the source's tokens (and namespace).
+      const other = await createDevice({ uuid: 'here-first' });
+      const taken = fx.installs[1];
+      const now = new Date();
+      await app.model.AppInstall.create({ id: 'here-install-1', deviceId: other.id, appId: 'here', token: taken.token, note: null, deviceType: null, isReadOnly: false, installedAt: now, updatedAt: now });
+      if (pg) await app.model.Device.update({ namespace: 'class-1a' }, { where: { id: other.id } });
+      const before = await counts();
+
+      const r = await runImport(url);
+      assert.strictEqual(r.code, 2, r.out + r.err);
+      assert.ok(r.out.includes(`token ${taken.token.slice(0, 8)}… of device imp-dev-1: token belongs to another device here\n`), r.out);
+      assert.ok(!r.out.includes(taken.token), 'the whole token is never shown');
+      if (pg) assert.match(r.out, /device imp-dev-1: namespace "class-1a" belongs to device here-first here\n/);
+      assert.match(r.out, /Stopped: nothing was written/);
+      assert.deepStrictEqual(await counts(), before);
+      const stillThere = await app.httpRequest().get('/kv/_token').set('x-app-token', taken.token);
+      assert.strictEqual(stillThere.body.device.uuid, 'here-first');
+
+      const o = await runImport(url, '--on-conflict=overwrite');
+      assert.strictEqual(o.code, 0, o.out + o.err);
+      assert.match(o.out, /Verification OK\./);
+      restartIfEmbedded();
+      const moved = await app.httpRequest().get('/kv/_token').set('x-app-token', taken.token);
+      assert.deepStrictEqual([ moved.status, moved.body.device.uuid, moved.body.isReadOnly ], [ 200, 'imp-dev-1', taken.isReadOnly ]);
+      if (pg) {
+        const login = await app.httpRequest().post('/apps/auth/token').send({ namespace: 'class-1a', password: 'classpw', appId: 'x' });
+        assert.deepStrictEqual([ login.status, login.body.deviceType ], [ 201, 'student' ]);
+        // The other device answers to its uuid again.
+        const own = await app.model.Device.findOne({ where: { uuid: 'here-first' }, raw: true }) as unknown as { namespace: string | null };
+        assert.strictEqual(own.namespace, null);
+      }
+    });
+
     describe('conflicts: this server\'s data moved on after an import, and the source too', () => {
       beforeEach(async () => {
         await imported();
@@ -388,6 +425,30 @@ describe('test/command/import/cli.test.ts', () => {
 
   suite('1.3');
   suite('1.1');
+
+  describe('--dry-run into an embedded database that does not exist yet', () => {
+    it('lists the migrations it would apply, plans against an empty database, creates no file', async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-import-'));
+      const file = path.join(dir, 'new.sqlite');
+      const fx = fixture('1.3');
+      const url = await createPg13('imp_src_tdry', fx);
+      try {
+        const out: string[] = [];
+        const err: string[] = [];
+        const env: Record<string, string | undefined> = { ...process.env, SQLITE_PATH: file };
+        delete env.DATABASE_URL;
+        delete env.REDIS_URL;
+        const code = await main([ url, '--dry-run' ], { out: sink(out), err: sink(err), env, cwd: process.cwd() });
+        assert.strictEqual(code, 0, out.join('') + err.join(''));
+        assert.match(out.join(''), /migrations pending \(applied before a real import\): 20251101000000-create-schema\.js, 20261206000000-classworks-1-3\.js, 20261206100000-accounts\.js/);
+        assert.match(out.join(''), new RegExp(`keys\\s+${fx.keys.length}\\s+${fx.keys.length}\\s+0\\s+0\\s+0\n`));
+        assert.strictEqual(fs.existsSync(file), false);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+        await dropPg('imp_src_tdry');
+      }
+    });
+  });
 
   describe('unusable sources: one clear line on stderr, exit code 1, nothing written', () => {
     beforeEach(() => app.model.query('DELETE FROM accounts'));
