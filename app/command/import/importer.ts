@@ -1,10 +1,16 @@
 import crypto from 'node:crypto';
-import { isDeepStrictEqual } from 'node:util';
 import type { Transaction } from 'sequelize';
 import { hashPassword, verifyPassword } from '../../lib/password';
 import type { DeviceAttributes } from '../../model/device';
-import type { SourceAccount, SourceConfig, SourceDevice, SourceInstall, SourceKey, SqlSource } from './source';
-import { Target, ms } from './target';
+import { walkAccounts } from './accounts';
+import { walkKeys } from './keys';
+import type { SourceConfig, SourceDevice, SourceInstall, SqlSource } from './source';
+import type { Target } from './target';
+import {
+  DeviceState, MAX_LISTED, Mode, PassResult, Resolution, Table, Walk, emptyTally, maskToken, same, sameTime,
+} from './walk';
+
+export { Mode, PassResult, Resolution, TABLES } from './walk';
 
 /**
  * The import's one algorithm, run three times (CONTRACT.md §9):
@@ -30,36 +36,6 @@ import { Target, ms } from './target';
  * broadcast to sockets joined at that moment (see README "Switching over from ClassworksKV").
  */
 
-export type Resolution = 'stop' | 'skip' | 'overwrite';
-export type Mode = 'plan' | 'write' | 'verify';
-export const TABLES = [ 'accounts', 'devices', 'tokens', 'configs', 'keys' ] as const;
-export type Table = typeof TABLES[number];
-
-export interface Tally {
-  /** Rows read from the source. */
-  source: number;
-  new: number;
-  same: number;
-  conflict: number;
-  /** Not looked at: rows of a device that is skipped, and conflicts left in place by `skip` (verify). */
-  skipped: number;
-  /** Rows written by this pass. */
-  copied: number;
-}
-
-export interface Conflict {
-  table: Table;
-  what: string;
-  reason: string;
-}
-
-export interface PassResult {
-  mode: Mode;
-  tally: Record<Table, Tally>;
-  conflicts: Conflict[];
-  conflictCount: number;
-}
-
 export interface ImporterOptions {
   resolution: Resolution;
   bcryptCost: number;
@@ -71,12 +47,6 @@ export interface ImporterOptions {
   onProgress?: (mode: Mode, devices: number, keys: number) => void;
 }
 
-/** How many conflicts the report keeps (all are counted). */
-const MAX_LISTED = 100;
-/** Largest batch of key rows in one INSERT (rows, and bytes of values). */
-const INSERT_ROWS = 1000;
-const INSERT_BYTES = 4 * 1024 * 1024;
-
 /** A time-ordered UUID (version 7) for the default configs, like the server's config ids (not loading egg for it). */
 function uuidv7(): string {
   const time = Date.now().toString(16).padStart(12, '0');
@@ -84,27 +54,6 @@ function uuidv7(): string {
   r[2] = 0x80 + (r[2] % 0x40);
   const h = r.toString('hex');
   return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${h.slice(0, 3)}-${h.slice(4, 8)}-${h.slice(8, 20)}`;
-}
-
-/** A token in a report: enough to find it, not enough to use it. */
-export const maskToken = (token: string) => `${token.slice(0, 8)}…`;
-const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
-const same = (a: unknown, b: unknown) => (a ?? null) === (b ?? null);
-const sameTime = (a: unknown, b: unknown) => ms(a) === ms(b);
-
-function emptyTally(): Record<Table, Tally> {
-  return Object.fromEntries(TABLES.map(t => [ t, { source: 0, new: 0, same: 0, conflict: 0, skipped: 0, copied: 0 }])) as Record<Table, Tally>;
-}
-
-/** Per page of devices: what the walk knows of each source device here. */
-interface DeviceState {
-  src: SourceDevice;
-  /** The device's id here (undefined: not here, and not written by this pass). */
-  targetId?: number;
-  /** Not copied in this pass: its rows are not looked at. */
-  skipped: boolean;
-  /** Created by this pass (its keys take revisions 1..n). */
-  created: boolean;
 }
 
 export class Importer {
@@ -118,7 +67,7 @@ export class Importer {
 
   async pass(mode: Mode): Promise<PassResult> {
     const r: PassResult = { mode, tally: emptyTally(), conflicts: [], conflictCount: 0 };
-    await this.accounts(mode, r);
+    await walkAccounts(this.walk(mode, r));
     const walked = { devices: 0, keys: 0 };
     const progress = (n: number) => {
       walked.keys += n;
@@ -132,13 +81,17 @@ export class Importer {
         const states = await this.devices(mode, r, page, t);
         await this.installs(mode, r, states, page, t, tokens);
         await this.configs(mode, r, states, page, t);
-        await this.keys(mode, r, states, page, t, revisions, progress);
+        await walkKeys(this.walk(mode, r), states, page, t, this.keyPage, revisions, progress);
       });
       walked.devices += page.length;
       progress(0);
       if (mode === 'write' && this.opts.onCommit && (revisions.length || tokens.length)) await this.opts.onCommit(revisions, tokens);
     }
     return r;
+  }
+
+  private walk(mode: Mode, r: PassResult): Walk {
+    return { mode, r, source: this.source, target: this.target, decide: (...args) => this.decide(mode, r, ...args) };
   }
 
   /** Classifies one row; returns what to do with it. */
@@ -164,65 +117,6 @@ export class Importer {
 
   // ---------------------------------------------------------------- accounts
 
-  private accountRow(a: SourceAccount) {
-    return {
-      id: a.id,
-      provider: a.provider,
-      providerId: a.providerId,
-      email: a.email,
-      name: a.name,
-      avatarUrl: a.avatarUrl,
-      providerData: a.providerData === null ? null : JSON.stringify(JSON.parse(a.providerData)),
-      // This server keeps only the SHA-256 of the refresh token (app/model/account.ts).
-      refreshTokenHash: a.refreshToken === null ? null : sha256(a.refreshToken),
-      refreshTokenExpiry: a.refreshTokenExpiry,
-      tokenVersion: a.tokenVersion,
-      createdAt: a.createdAt,
-      updatedAt: a.updatedAt,
-    };
-  }
-
-  private async accounts(mode: Mode, r: PassResult) {
-    for await (const page of this.source.accounts(500)) {
-      const here = await this.target.accounts(page.map(a => a.id), page.map(a => ({ provider: a.provider, providerId: a.providerId })));
-      const byId = new Map(here.map(a => [ a.id, a ]));
-      const byProvider = new Map(here.map(a => [ `${a.provider}\n${a.providerId}`, a ]));
-      const inserts: Array<ReturnType<Importer['accountRow']>> = [];
-      const replaces: Array<ReturnType<Importer['accountRow']>> = [];
-      for (const a of page) {
-        r.tally.accounts.source += 1;
-        const row = this.accountRow(a);
-        const t = byId.get(a.id);
-        const p = byProvider.get(`${a.provider}\n${a.providerId}`);
-        const reasons: string[] = [];
-        if (a.provider.length > 64) reasons.push('cannot be stored here: provider longer than 64 characters');
-        if (p && p.id !== a.id) reasons.push(`provider account belongs to account ${p.id} here`);
-        if (t) {
-          const diff = [ 'provider', 'providerId', 'email', 'name', 'avatarUrl', 'refreshTokenHash', 'tokenVersion' ]
-            .filter(f => !same((t as unknown as Record<string, unknown>)[f], (row as Record<string, unknown>)[f]));
-          if (!isDeepStrictEqual(t.providerData === null ? null : JSON.parse(t.providerData), row.providerData === null ? null : JSON.parse(row.providerData))) diff.push('providerData');
-          for (const f of [ 'refreshTokenExpiry', 'createdAt', 'updatedAt' ] as const) if (!sameTime(t[f], row[f])) diff.push(f);
-          if (diff.length) reasons.push(`here with other ${diff.join(', ')}`);
-        }
-        const status = reasons.length ? 'conflict' : t ? 'same' : 'new';
-        const action = this.decide(mode, r, 'accounts', status, `account ${a.id}`, reasons.join('; '), a.provider.length <= 64);
-        if (action === 'insert') inserts.push(row);
-        if (action === 'replace') replaces.push(row);
-      }
-      if (mode !== 'write' || (inserts.length === 0 && replaces.length === 0)) continue;
-      await this.target.transaction(async transaction => {
-        for (const row of replaces) {
-          await this.target.Account.destroy({ where: { id: row.id }, transaction });
-          await this.target.Account.destroy({ where: { provider: row.provider, providerId: row.providerId }, transaction });
-        }
-        const rows = [ ...inserts, ...replaces ];
-        await this.target.Account.bulkCreate(rows, { transaction });
-        r.tally.accounts.copied += rows.length;
-      });
-    }
-  }
-
-  // ---------------------------------------------------------------- devices
 
   private async devices(mode: Mode, r: PassResult, page: SourceDevice[], t?: Transaction): Promise<Map<number, DeviceState>> {
     const states = new Map<number, DeviceState>();
@@ -410,119 +304,4 @@ export class Importer {
   }
 
   // ---------------------------------------------------------------- keys
-
-  private async keys(mode: Mode, r: PassResult, states: Map<number, DeviceState>, page: SourceDevice[], t: Transaction | undefined,
-    revisions: Array<{ deviceId: number; revision: number }>, progress: (n: number) => void) {
-    /** New devices: target id → last revision given. */
-    const counters = new Map<number, number>();
-    /** Devices already here that got keys: target id → their new revision. */
-    const raised = new Map<number, number>();
-    for await (const batch of this.source.keys(page[0].id, page[page.length - 1].id, this.keyPage)) {
-      const rows = batch.filter(k => states.has(k.deviceId));
-      // Keys of devices that are here (and not created by this pass) are compared with the stored ones.
-      const lookup = rows.filter(k => {
-        const st = states.get(k.deviceId)!;
-        return !st.skipped && !st.created && st.targetId !== undefined;
-      });
-      const stored = new Map((await this.target.entries(
-        [ ...new Set(lookup.map(k => states.get(k.deviceId)!.targetId!)) ], [ ...new Set(lookup.map(k => k.key)) ], t,
-      )).map(e => [ `${e.deviceId}\u0000${e.key}`, e ]));
-
-      const fresh: SourceKey[] = [];
-      const replace: SourceKey[] = [];
-      for (const k of rows) {
-        r.tally.keys.source += 1;
-        const st = states.get(k.deviceId)!;
-        if (st.skipped) {
-          r.tally.keys.skipped += 1;
-          continue;
-        }
-        const reasons: string[] = [];
-        const e = st.targetId === undefined ? undefined : stored.get(`${st.targetId}\u0000${k.key}`);
-        // Parsed only when compared or written (the plan of a new device only counts it).
-        let value: unknown;
-        if (e || mode !== 'plan') {
-          try {
-            value = JSON.parse(k.json);
-          } catch {
-            reasons.push('cannot be stored here: the value is not JSON');
-          }
-        }
-        if ((k.creatorIp?.length ?? 0) > 64) reasons.push('cannot be stored here: creatorIp longer than 64 characters');
-        const storable = reasons.length === 0;
-        if (e && storable) {
-          const diff: string[] = [];
-          if (!isDeepStrictEqual(JSON.parse(e.value), value)) diff.push('value');
-          if (!same(e.creatorIp, k.creatorIp)) diff.push('creatorIp');
-          for (const f of [ 'createdAt', 'updatedAt' ] as const) if (!sameTime(e[f], k[f])) diff.push(f);
-          if (diff.length) reasons.push(`here with other ${diff.join(', ')}`);
-        }
-        const status = reasons.length ? 'conflict' : e ? 'same' : 'new';
-        const action = this.decide(mode, r, 'keys', status, `key "${k.key}" of device ${st.src.uuid}`, reasons.join('; '), storable);
-        if (mode !== 'write' || action === 'none') continue;
-        k.json = JSON.stringify(value);
-        (action === 'replace' ? replace : fresh).push(k);
-      }
-      if (mode === 'write') await this.writeKeys(states, fresh, replace, counters, raised, r, t!);
-      progress(batch.length);
-    }
-    if (mode !== 'write') return;
-    await this.target.setRevisions(counters, t!);
-    for (const [ deviceId, revision ] of [ ...counters, ...raised ]) revisions.push({ deviceId, revision });
-  }
-
-  private async writeKeys(states: Map<number, DeviceState>, fresh: SourceKey[], replace: SourceKey[],
-    counters: Map<number, number>, raised: Map<number, number>, r: PassResult, t: Transaction) {
-    if (replace.length) {
-      for (const k of replace) await this.target.KvEntry.destroy({ where: { deviceId: states.get(k.deviceId)!.targetId!, key: k.key }, transaction: t });
-    }
-    const all = [ ...fresh, ...replace ];
-    if (all.length === 0) return;
-    // Revisions: a device created by this pass numbers its keys 1..n; a device already here
-    // takes its next revisions, raised in its row first (as KvService.bumpRevision()).
-    const firsts = new Map<number, number>();
-    const perDevice = new Map<number, number>();
-    for (const k of all) {
-      const st = states.get(k.deviceId)!;
-      if (!st.created) perDevice.set(st.targetId!, (perDevice.get(st.targetId!) ?? 0) + 1);
-    }
-    for (const [ id, n ] of perDevice) {
-      const first = await this.target.bumpRevision(id, n, t);
-      firsts.set(id, first);
-      raised.set(id, first + n - 1);
-    }
-    let rows: Array<Record<string, unknown>> = [];
-    let log: Array<Record<string, unknown>> = [];
-    let bytes = 0;
-    const flush = async () => {
-      if (rows.length === 0) return;
-      // The query generator of the models' tables, without building a model instance per row
-      // (measured: a third of the write pass's CPU, docs/PERFORMANCE.md §5).
-      const qi = this.target.sequelize.getQueryInterface();
-      await qi.bulkInsert(this.target.KvEntry.getTableName() as string, rows, { transaction: t }, this.target.KvEntry.getAttributes());
-      if (log.length) await qi.bulkInsert(this.target.DeviceLog.getTableName() as string, log, { transaction: t }, this.target.DeviceLog.getAttributes());
-      r.tally.keys.copied += rows.length;
-      rows = [];
-      log = [];
-      bytes = 0;
-    };
-    const replaced = new Set(replace);
-    for (const k of all) {
-      const st = states.get(k.deviceId)!;
-      const id = st.targetId!;
-      let revision: number;
-      if (st.created) {
-        revision = (counters.get(id) ?? 0) + 1;
-        counters.set(id, revision);
-      } else {
-        revision = firsts.get(id)!;
-        firsts.set(id, revision + 1);
-        log.push({ deviceId: id, revision, seq: 0, type: 'kv-key-changed', key: k.key, action: 'upsert', created: !replaced.has(k), batch: true, recordedAt: k.updatedAt });
-      }
-      rows.push({ deviceId: id, key: k.key, value: k.json, creatorIp: k.creatorIp, revision, createdAt: k.createdAt, updatedAt: k.updatedAt });
-      bytes += k.json.length + k.key.length + 64;
-      if (rows.length >= INSERT_ROWS || bytes >= INSERT_BYTES) await flush();
-    }
-    await flush();
-  }
 }
