@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Sequelize } from 'sequelize';
 // umzug 2 is what sequelize-cli itself runs; same `SequelizeMeta` table, same files.
@@ -40,6 +41,15 @@ export async function migrateUp(sequelize: Sequelize, dir?: string): Promise<str
       await sequelize.query("SELECT RELEASE_LOCK('classworks-kv:migrate')", { transaction });
     }
   });
+}
+
+/** The names of the migrations not applied yet (nothing is written; the import's dry run). */
+export async function pendingMigrations(sequelize: Sequelize, dir = MIGRATIONS_DIR): Promise<string[]> {
+  // umzug creates its table when asked: on a database never migrated, every file is pending.
+  const tables = (await sequelize.getQueryInterface().showAllTables()).map(t => (typeof t === 'string' ? t : (t as { tableName: string }).tableName));
+  if (!tables.includes('SequelizeMeta')) return fs.readdirSync(dir).filter(f => /^\d+[\w-]+\.js$/.test(f)).sort();
+  const pending: Array<{ file: string }> = await umzugFor(sequelize, dir).pending();
+  return pending.map(m => m.file);
 }
 
 /** Reverts every migration (used by tests of the migrations themselves). */
