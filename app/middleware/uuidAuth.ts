@@ -2,6 +2,7 @@ import type { Context } from 'egg';
 import { badRequest, unauthorized } from '../lib/errors';
 import { failureThrottle } from '../lib/throttle';
 import { isPlainObject } from '../validator/common';
+import { lookupUuid } from '../validator/device';
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
@@ -24,6 +25,7 @@ export default () => async function uuidAuth(ctx: Context, next: () => Promise<v
   if (given.length === 0) throw badRequest('需要提供设备UUID');
   const uuid = given[0][1];
   if (given.some(([ , v ]) => v !== uuid)) throw badRequest('设备UUID不匹配', { sources: given.map(([ name ]) => name) });
+  lookupUuid(uuid);
   const device = await ctx.service.device.getByUuid(uuid);
 
   if (device.password) {
