@@ -22,6 +22,11 @@ export interface RateLimitSettings {
   kvBatch: number;
   /** Failed password attempts per IP and device per window (0 disables); also failed namespace logins per IP and namespace. */
   password: number;
+  /**
+   * Failed password attempts per device (and failed namespace logins per namespace) per
+   * window from all IPs together, cluster-wide (0 disables): many addresses guessing one password.
+   */
+  passwordTarget: number;
   /** send-event relays per token per window, cluster-wide (0 disables). */
   events: number;
   /** get-event-history requests per token per window, cluster-wide (0 disables). */
@@ -183,6 +188,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
       kvDelete: readInt(env, 'RATE_LIMIT_KV_DELETE', 256),
       kvBatch: readInt(env, 'RATE_LIMIT_KV_BATCH', 128),
       password: readInt(env, 'RATE_LIMIT_PASSWORD', 10),
+      passwordTarget: readInt(env, 'RATE_LIMIT_PASSWORD_TARGET', 100),
       events: readInt(env, 'RATE_LIMIT_EVENTS', 120),
       history: readInt(env, 'RATE_LIMIT_HISTORY', 60),
       windowMs: 60000,

@@ -11,7 +11,7 @@ function str(v: unknown): string | undefined {
 /**
  * Device credentials (routes marked uuidAuth in the contract). Resolves the device
  * into ctx.device, then checks its password when it has one. Failed passwords are
- * counted per client IP and device (app/lib/throttle.ts); past the limit the answer is 429.
+ * counted per client IP and device, and per device (app/lib/throttle.ts); past the limit the answer is 429.
  */
 export default () => async function uuidAuth(ctx: Context, next: () => Promise<void>) {
   const body = (ctx.request as { body?: unknown }).body;
@@ -31,7 +31,7 @@ export default () => async function uuidAuth(ctx: Context, next: () => Promise<v
   if (device.password) {
     const password = str(ctx.get('x-device-password')) ?? str(ctx.query.password) ?? str(ctx.query.currentPassword);
     if (password === undefined) throw unauthorized('需要提供密码或JWT token');
-    const throttle = failureThrottle(ctx, 'pwfail', `${ctx.clientIp}|${device.id}`);
+    const throttle = failureThrottle(ctx, 'pwfail', ctx.clientIp, String(device.id));
     await throttle.check();
     if (!await ctx.service.device.checkPassword(device, password)) {
       await throttle.fail();

@@ -13,7 +13,7 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(s.trustProxy, false);
       assert.strictEqual(s.bodyLimit, '2mb');
       assert.strictEqual(s.batchLimit, 1000);
-      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, events: 120, history: 60, windowMs: 60000 });
+      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, passwordTarget: 100, events: 120, history: 60, windowMs: 60000 });
       assert.strictEqual(s.metricsToken, undefined);
       assert.strictEqual(s.changesRetention, 1000);
       assert.strictEqual(s.workers, 1);
