@@ -35,6 +35,16 @@ describe('test/config/env.test.ts', () => {
       assert.throws(() => loadSettings({ METRICS_CACHE_MS: '15s' }, '/'), ConfigError);
     });
 
+    it('reads RATE_LIMIT_PASSWORD_TARGET (default 100, 0 = off) and ADMIN_TOKEN (unset, or at least 16 characters)', () => {
+      assert.strictEqual(loadSettings({ RATE_LIMIT_PASSWORD_TARGET: '0' }, '/').rateLimit.passwordTarget, 0);
+      assert.strictEqual(loadSettings({ RATE_LIMIT_PASSWORD_TARGET: '30' }, '/').rateLimit.passwordTarget, 30);
+      assert.throws(() => loadSettings({ RATE_LIMIT_PASSWORD_TARGET: 'many' }, '/'), ConfigError);
+      assert.strictEqual(loadSettings({}, '/').adminToken, undefined);
+      assert.strictEqual(loadSettings({ ADMIN_TOKEN: ' ' }, '/').adminToken, undefined);
+      assert.strictEqual(loadSettings({ ADMIN_TOKEN: 'a'.repeat(16) }, '/').adminToken, 'a'.repeat(16));
+      assert.throws(() => loadSettings({ ADMIN_TOKEN: 'short' }, '/'), /ADMIN_TOKEN must be at least 16 characters long/);
+    });
+
     it('reads DB_QUERY_TIMEOUT_MS; 0 turns the bound off', () => {
       assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '2500' }, '/').dbQueryTimeoutMs, 2500);
       assert.strictEqual(loadSettings({ DB_QUERY_TIMEOUT_MS: '0' }, '/').dbQueryTimeoutMs, 0);
