@@ -5,6 +5,7 @@ export default (app: Application) => {
   const uuidAuth = middleware.uuidAuth();
   const kvAuth = middleware.kvAuth();
   const accountAuth = middleware.accountAuth();
+  const adminAuth = middleware.adminAuth();
 
   router.get('/', controller.home.index);
   router.get('/check', controller.home.check);
@@ -14,7 +15,8 @@ export default (app: Application) => {
 
   // `/devices/online` is registered before `/devices/:uuid` (the original answered 404 here).
   router.post('/devices', controller.device.create);
-  router.get('/devices/online', controller.device.online);
+  // ADMIN_TOKEN, when set, guards the listing of online uuids (README: Deployment, Exposure).
+  router.get('/devices/online', adminAuth, controller.device.online);
   router.get('/devices/:uuid', controller.device.show);
   router.put('/devices/:uuid/name', uuidAuth, controller.device.rename);
   router.post('/devices/:uuid/password', controller.device.setPassword);

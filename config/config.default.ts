@@ -95,6 +95,10 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     formLimit: settings.bodyLimit,
     textLimit: settings.bodyLimit,
     strict: true,
+    // Bodies of these routes are read field by field (never merged): a `__proto__` key names
+    // no field and is dropped, like a `constructor` key is ignored; no route refuses either
+    // (KV values keep both as data, see app/middleware/jsonBody.ts).
+    onProtoPoisoning: 'remove',
     enableTypes: [ 'json', 'form', 'text' ],
   } as any;
 

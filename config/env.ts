@@ -22,6 +22,11 @@ export interface RateLimitSettings {
   kvBatch: number;
   /** Failed password attempts per IP and device per window (0 disables); also failed namespace logins per IP and namespace. */
   password: number;
+  /**
+   * Failed password attempts per device (and failed namespace logins per namespace) per
+   * window from all IPs together, cluster-wide (0 disables): many addresses guessing one password.
+   */
+  passwordTarget: number;
   /** send-event relays per token per window, cluster-wide (0 disables). */
   events: number;
   /** get-event-history requests per token per window, cluster-wide (0 disables). */
@@ -117,6 +122,11 @@ export interface Settings {
   workers: number;
   /** `GET /metrics` requires `Authorization: Bearer <t>` or `?token=<t>` when set. */
   metricsToken?: string;
+  /**
+   * When set, `GET /devices/online` (which lists every online device's uuid) requires
+   * `Authorization: Bearer <adminToken>`; unset, it is open as the contract has it.
+   */
+  adminToken?: string;
   /** How long each worker reuses its count of devices and keys for `GET /metrics` (ms); 0 counts on every scrape. */
   metricsCacheMs: number;
   /** KV changes kept per device in the change log (at least; older ones are trimmed). */
@@ -149,6 +159,13 @@ export function readInt(env: Env, name: string, def: number, min = 0, max = Numb
   const n = Number(v);
   if (n < min || n > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${n}`);
   return n;
+}
+
+/** An optional secret: unset, or at least `minLength` characters (a short one is guessable). */
+export function readSecret(env: Env, name: string, minLength: number): string | undefined {
+  const v = raw(env, name);
+  if (v !== undefined && v.length < minLength) throw new ConfigError(`${name} must be at least ${minLength} characters long`);
+  return v;
 }
 
 export function readBool(env: Env, name: string, def: boolean): boolean {
@@ -342,6 +359,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
       kvDelete: readInt(env, 'RATE_LIMIT_KV_DELETE', 256),
       kvBatch: readInt(env, 'RATE_LIMIT_KV_BATCH', 128),
       password: readInt(env, 'RATE_LIMIT_PASSWORD', 10),
+      passwordTarget: readInt(env, 'RATE_LIMIT_PASSWORD_TARGET', 100),
       events: readInt(env, 'RATE_LIMIT_EVENTS', 120),
       history: readInt(env, 'RATE_LIMIT_HISTORY', 60),
       windowMs: 60000,
@@ -361,6 +379,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     redisPrefix: raw(env, 'REDIS_PREFIX') ?? 'ckv:',
     workers: readInt(env, 'WORKERS', redisUrl ? os.cpus().length : 1, 1, 256),
     metricsToken: raw(env, 'METRICS_TOKEN'),
+    adminToken: readSecret(env, 'ADMIN_TOKEN', 16),
     metricsCacheMs: readInt(env, 'METRICS_CACHE_MS', 15000, 0, 3600000),
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,

@@ -18,7 +18,7 @@ export default class AutoAuthController extends Controller {
 
   /**
    * POST /apps/auth/token. Failed attempts (the 401s) are throttled per client IP and
-   * namespace like device passwords (app/lib/throttle.ts): checked once the device is
+   * namespace, and per namespace, like device passwords (app/lib/throttle.ts): checked once the device is
    * known (unknown namespaces are not counted), before any password is verified.
    */
   async token() {
@@ -27,7 +27,7 @@ export default class AutoAuthController extends Controller {
     const password = rules.optionalPassword(this.body.password);
     const device = await this.service.autoAuth.deviceByNamespace(namespace);
     const ns = crypto.createHash('sha256').update(device.namespace ?? device.uuid).digest('base64url');
-    const throttle = failureThrottle(this.ctx, 'nsfail', `${this.ctx.clientIp}|${ns}`);
+    const throttle = failureThrottle(this.ctx, 'nsfail', this.ctx.clientIp, ns);
     await throttle.check();
     const match = await this.service.autoAuth.match(device, password);
     if (!match.config) {

@@ -29,7 +29,7 @@ export default class DeviceController extends Controller {
   }
 
   async show() {
-    const device = await this.service.device.getByUuid(this.ctx.params.uuid);
+    const device = await this.service.device.getByUuid(rules.lookupUuid(this.ctx.params.uuid));
     this.ctx.body = await this.service.device.describe(device);
   }
 
@@ -41,7 +41,7 @@ export default class DeviceController extends Controller {
   async setPassword() {
     const password = rules.newPassword(this.fromQueryOrBody('newPassword'));
     const hint = rules.passwordHint(this.fromQueryOrBody('passwordHint'));
-    const device = await this.service.device.getByUuid(this.ctx.params.uuid);
+    const device = await this.service.device.getByUuid(rules.lookupUuid(this.ctx.params.uuid));
     await this.service.device.setPassword(device, password, hint);
     this.ctx.body = { success: true, message: '密码设置成功' };
   }
@@ -60,7 +60,7 @@ export default class DeviceController extends Controller {
   }
 
   async getPasswordHint() {
-    const device = await this.service.device.getByUuid(this.ctx.params.uuid);
+    const device = await this.service.device.getByUuid(rules.lookupUuid(this.ctx.params.uuid));
     this.ctx.body = { success: true, passwordHint: device.passwordHint ?? null };
   }
 

@@ -1,14 +1,7 @@
-import crypto from 'node:crypto';
 import { Controller } from 'egg';
 import { HttpError } from '../lib/errors';
 import { Metrics } from '../lib/metrics';
-
-const sha256 = (s: string) => crypto.createHash('sha256').update(s).digest();
-
-/** Constant-time comparison (equal-length digests, whatever the lengths of the inputs). */
-function sameSecret(given: string, expected: string): boolean {
-  return crypto.timingSafeEqual(sha256(given), sha256(expected));
-}
+import { sameSecret } from '../lib/secret';
 
 /** Operations endpoints: `GET /metrics` and `GET /ready` (CONTRACT §6.5). */
 export default class MetricsController extends Controller {

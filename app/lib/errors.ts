@@ -97,3 +97,21 @@ export function describeError(err: unknown): string {
   const message = typeof e.message === 'string' ? e.message : '';
   return `${name}${typeof code === 'string' || typeof code === 'number' ? ` [${code}]` : ''}: ${message}`;
 }
+
+/**
+ * An error as it may be logged with its stack: a new Error carrying only the name, the
+ * code and the message (as describeError()) and the stack frames of `err`. Loggers print
+ * every own property of an error; a Sequelize error's are the failed query with its
+ * values (`sql`, `parameters`, `parent.sql`, `original.sql`), mysql2's the `sql` it
+ * sent: a token lookup that failed would log the token.
+ */
+export function logSafeError(err: unknown): Error {
+  const safe = new Error(describeError(err).replace(/^[^:]*: /, ''));
+  const e = (err && typeof err === 'object' ? err : {}) as { name?: unknown; code?: unknown; parent?: { code?: unknown }; stack?: unknown };
+  safe.name = typeof e.name === 'string' ? e.name : 'Error';
+  const code = e.code ?? e.parent?.code;
+  if (typeof code === 'string' || typeof code === 'number') (safe as Error & { code?: unknown }).code = code;
+  const frames = typeof e.stack === 'string' ? e.stack.split('\n').filter(l => /^\s+at /.test(l)) : [];
+  safe.stack = [ describeError(err), ...frames ].join('\n');
+  return safe;
+}

@@ -48,6 +48,20 @@ const REMEMBER = (n: number) => `SET @c${n} = ROW_COUNT(), @v${n} = @r - ?`;
 const LOG = 'INSERT INTO device_log (deviceId, revision, type, `key`, action, created, recordedAt) VALUES ';
 const LOG_ROW = (n: number) => `(?, @v${n}, 'kv-key-changed', ?, 'upsert', @c${n} = 1, ?)`;
 
+/**
+ * Bytes one write may take in the batch's packet: mysql2 escapes values into the SQL
+ * text (each byte at most doubled), the key appears in the upsert and in its log row,
+ * plus the fixed text of its statements.
+ */
+export function writeBytes(w: Pick<KvWrite, 'key' | 'json'>): number {
+  return 2 * Buffer.byteLength(w.json) + 4 * Buffer.byteLength(w.key) + 600;
+}
+
+/** The packet size assumed until the server's max_allowed_packet is known (MySQL 5.7's default, the smallest in use). */
+const DEFAULT_MAX_PACKET = 4 * 1024 * 1024;
+/** Room kept in a packet for the batch's fixed statements (START TRANSACTION, per-device UPDATE, COMMIT). */
+const PACKET_RESERVE = 64 * 1024;
+
 /** Errors of opening a connection (the database is not reachable at all). */
 const unreachable = new WeakSet<object>();
 
@@ -81,8 +95,13 @@ function wrap(err: unknown): Error {
  * Each write keeps its own answer: its own revision (consecutive per device, in
  * arrival order), `created`, timestamps. A quiet server runs each write alone, so
  * batching adds no latency; under load one commit (one log flush) carries many
- * writes. If a batch fails for any reason but an unreachable database, its writes
- * are retried one per transaction, so a write can only fail on its own account.
+ * writes. A batch also stays below the server's `max_allowed_packet` (read from the
+ * first connection; a larger packet makes the server drop the connection, which would
+ * read as "database unavailable"): writes join it while their escaped size fits, and a
+ * write too big to share a packet travels alone. If a batch fails for any reason but an
+ * unreachable database, its writes are retried one per transaction, one after the
+ * other in arrival order (two writes of one key must commit in the order they came),
+ * so a write can only fail on its own account.
  *
  * The pool is this writer's own (multi-statement enabled here and nowhere else).
  */
@@ -94,8 +113,11 @@ export class MysqlKvWriter {
   private closed = false;
   /** Called for each device of a committed batch with its latest revision (the log trimmer's touch). */
   onCommitted?: (deviceId: number, revision: number) => void;
-  /** Committed transactions and the writes they carried, since start. */
-  readonly stats = { transactions: 0, writes: 0 };
+  /** Committed transactions and the writes they carried, and failed batches retried write by write, since start. */
+  readonly stats = { transactions: 0, writes: 0, retriedBatches: 0 };
+  /** The server's max_allowed_packet (bytes), read once from the first connection. */
+  private maxPacket = DEFAULT_MAX_PACKET;
+  private maxPacketRead = false;
 
   constructor(private readonly opts: KvWriterOptions) {
     this.pool = mysql.createPool({
@@ -115,6 +137,14 @@ export class MysqlKvWriter {
     this.pool.on('connection', conn => {
       guardConnection(conn, opts.queryTimeoutMs);
       conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED', () => undefined);
+      if (!this.maxPacketRead) {
+        this.maxPacketRead = true;
+        conn.query('SELECT @@max_allowed_packet AS p', (err, rows) => {
+          const p = Number((rows as Array<{ p?: unknown }> | undefined)?.[0]?.p);
+          if (err || !Number.isFinite(p) || p <= 0) this.maxPacketRead = false; // read again on the next connection
+          else this.maxPacket = p;
+        });
+      }
     });
   }
 
@@ -141,7 +171,7 @@ export class MysqlKvWriter {
     setImmediate(() => {
       this.scheduled = false;
       while (this.queue.length > 0 && this.inFlight < this.opts.connections) {
-        const batch = this.queue.splice(0, this.opts.maxBatch);
+        const batch = this.queue.splice(0, this.batchLength());
         this.inFlight++;
         this.runBatch(batch).finally(() => {
           this.inFlight--;
@@ -151,14 +181,29 @@ export class MysqlKvWriter {
     });
   }
 
+  /** How many queued writes the next batch takes: at most maxBatch, within the packet budget, at least one. */
+  private batchLength(): number {
+    const budget = this.maxPacket - PACKET_RESERVE;
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length && n < this.opts.maxBatch) {
+      bytes += writeBytes(this.queue[n]);
+      if (n > 0 && bytes > budget) break;
+      n++;
+    }
+    return n;
+  }
+
   private async runBatch(batch: Pending[]) {
     let results: KvWriteResult[];
     try {
       results = await this.transaction(batch);
     } catch (err) {
       if (batch.length > 1 && !isDriverUnavailable(err)) {
-        // Every write on its own, so that one bad write cannot fail the others.
-        await Promise.all(batch.map(w => this.runBatch([ w ])));
+        // Every write on its own, so that one bad write cannot fail the others; one after
+        // the other, so that writes of one key still commit in arrival order.
+        this.stats.retriedBatches++;
+        for (const w of batch) await this.runBatch([ w ]);
         return;
       }
       const wrapped = wrap(err);

@@ -3,31 +3,41 @@ import { HttpError } from './errors';
 
 /**
  * The failed-attempt throttle shared by every password check (device passwords in
- * uuidAuth, namespace logins in POST /apps/auth/token): failures are counted per
- * bucket and id (client IP + what was attacked) in the shared rate-limit windows;
- * once `RATE_LIMIT_PASSWORD` failures are counted, every attempt, right or wrong,
- * answers 429 until the window ends. `0` disables it.
+ * uuidAuth, namespace logins in POST /apps/auth/token), counted in the shared
+ * rate-limit windows (cluster-wide):
+ * - per client IP and target (`<ip>|<target>`): once `RATE_LIMIT_PASSWORD` failures
+ *   are counted, every attempt of that IP on that target, right or wrong, answers 429
+ *   until the window ends;
+ * - per target alone, from every IP together: once `RATE_LIMIT_PASSWORD_TARGET`
+ *   failures are counted, every attempt on the target answers 429 until the window
+ *   ends (many addresses guessing one device's password).
+ * `0` disables either bound.
  */
 export interface FailureThrottle {
-  /** Throws the 429 once the limit of failures is reached. Call before checking the password. */
+  /** Throws the 429 once a limit of failures is reached. Call before checking the password. */
   check(): Promise<void>;
   /** Counts one failure. Call when the password did not match. */
   fail(): Promise<void>;
 }
 
-export function failureThrottle(ctx: Context, bucket: string, id: string): FailureThrottle {
+export function failureThrottle(ctx: Context, bucket: string, ip: string, target: string): FailureThrottle {
   const label = `throttle:${bucket}`;
+  const bounds = () => {
+    const { password, passwordTarget, windowMs } = ctx.app.settings.rateLimit;
+    return [
+      { limit: password, bucket, id: `${ip}|${target}` },
+      { limit: passwordTarget, bucket: `${bucket}:all`, id: target },
+    ].filter(b => b.limit > 0).map(b => ({ ...b, windowMs }));
+  };
   return {
     async check() {
-      const { password: limit, windowMs } = ctx.app.settings.rateLimit;
-      if (limit <= 0) return;
-      const failures = await failOpen(ctx, label, () => ctx.app.sharedState.ratePeek(bucket, id));
-      if (failures && failures.count >= limit) throw tooManyAttempts(limit, windowMs, failures.resetMs);
+      for (const b of bounds()) {
+        const failures = await failOpen(ctx, label, () => ctx.app.sharedState.ratePeek(b.bucket, b.id));
+        if (failures && failures.count >= b.limit) throw tooManyAttempts(b.limit, b.windowMs, failures.resetMs);
+      }
     },
     async fail() {
-      const { password: limit, windowMs } = ctx.app.settings.rateLimit;
-      if (limit <= 0) return;
-      await failOpen(ctx, label, () => ctx.app.sharedState.rateHit(bucket, id, windowMs));
+      for (const b of bounds()) await failOpen(ctx, label, () => ctx.app.sharedState.rateHit(b.bucket, b.id, b.windowMs));
     },
   };
 }

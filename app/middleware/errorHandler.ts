@@ -1,5 +1,5 @@
 import type { Context } from 'egg';
-import { HttpError, isDatabaseUnavailable, isRedisUnavailable, ServiceUnavailableError } from '../lib/errors';
+import { HttpError, isDatabaseUnavailable, isRedisUnavailable, logSafeError, ServiceUnavailableError } from '../lib/errors';
 
 interface ErrorBody {
   success: false;
@@ -64,7 +64,8 @@ export default () => async function errorHandler(ctx: Context, next: () => Promi
   } catch (err) {
     const httpError = normalize(err);
     if (httpError.status >= 500) {
-      ctx.logger.error(err as Error);
+      // Name, code, message and stack frames only: never the failed SQL and its values.
+      ctx.logger.error(logSafeError(err));
     }
     const body: ErrorBody = { success: false, message: httpError.message, details: httpError.details };
     if (httpError.code) body.code = httpError.code;

@@ -125,24 +125,11 @@ async function readText(ctx: Context): Promise<string> {
 }
 
 /**
- * True when the parsed JSON holds an own `__proto__` key anywhere. egg's JSON parser
- * refuses those (prototype poisoning); bodies parsed here follow the same rule.
+ * JSON, an object or an array (egg's JSON parser's strict mode). A value is stored as
+ * the JSON it is, whatever its keys: `__proto__`, `constructor`, `prototype` are data
+ * like any other key (JSON.parse makes them own properties; values are only validated,
+ * serialized and stored, never merged into other objects: no prototype pollution).
  */
-function hasProtoKey(value: unknown): boolean {
-  const stack: unknown[] = [ value ];
-  while (stack.length) {
-    const v = stack.pop();
-    if (typeof v !== 'object' || v === null) continue;
-    if (!Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, '__proto__')) return true;
-    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push(child);
-  }
-  return false;
-}
-
-/** A `"__proto__":` key in the text, escaped or not (@hapi/bourne's test): only then is the value walked. */
-const SUSPECT_PROTO = /"(?:_|\\u005[Ff])(?:_|\\u005[Ff])(?:p|\\u0070)(?:r|\\u0072)(?:o|\\u006[Ff])(?:t|\\u0074)(?:o|\\u006[Ff])(?:_|\\u005[Ff])(?:_|\\u005[Ff])"\s*:/;
-
-/** JSON, an object or an array, without `__proto__` keys: egg's JSON parser's rules (strict mode). */
 function parse(raw: string): unknown {
   let parsed: unknown;
   try {
@@ -151,9 +138,6 @@ function parse(raw: string): unknown {
     throw badRequest('请求体不是有效的JSON', (err as Error).message, 'INVALID_JSON');
   }
   if (typeof parsed !== 'object' || parsed === null) throw badRequest('请提供有效的JSON值');
-  if (SUSPECT_PROTO.test(raw) && hasProtoKey(parsed)) {
-    throw badRequest('请求体包含不允许的属性名 __proto__', null, 'FORBIDDEN_PROPERTY');
-  }
   return parsed;
 }
 
@@ -176,7 +160,7 @@ function parseForm(raw: string): Record<string, string | string[]> {
  *
  * `POST` bodies are a JSON document whatever the Content-Type (device scripts often send
  * `curl -d` bodies as form or text, or as application/octet-stream), parsed with the rules
- * of egg's JSON parser: BODY_LIMIT, UTF-8, `__proto__` keys refused. `ctx.state.hasBody`
+ * of egg's JSON parser: BODY_LIMIT, UTF-8 (any keys, `__proto__` included, are data). `ctx.state.hasBody`
  * tells whether any content was sent at all.
  * - no content / only whitespace → body undefined (the controller answers 400 请提供有效的JSON值)
  * - not JSON → 400 请求体不是有效的JSON (INVALID_JSON)

@@ -5,6 +5,7 @@ import { useAccountToken } from './accountAuth';
 import { failureThrottle } from '../lib/throttle';
 import { isPlainObject } from '../validator/common';
 import type { DeviceAttributes } from '../model/device';
+import { lookupUuid } from '../validator/device';
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined;
@@ -19,8 +20,8 @@ export interface UuidAuthOptions {
  * Device credentials (routes marked uuidAuth in the contract). Resolves the device
  * into ctx.device, then either the account token of the account the device is bound to
  * (`Authorization: Bearer <JWT>`, §8; verified by AccountsService.authenticate()), or the
- * device's password when it has one. Failed passwords are counted per client IP and device
- * (app/lib/throttle.ts); past the limit the answer is 429. A Bearer value that is not shaped
+ * device's password when it has one. Failed passwords are counted per client IP and device,
+ * and per device (app/lib/throttle.ts); past the limit the answer is 429. A Bearer value that is not shaped
  * like a JWT (a 1.1 client sending its KV token) is ignored here, as before accounts existed.
  */
 export default (options: UuidAuthOptions = {}) => async function uuidAuth(ctx: Context, next: () => Promise<void>) {
@@ -35,6 +36,7 @@ export default (options: UuidAuthOptions = {}) => async function uuidAuth(ctx: C
   if (given.length === 0) throw badRequest('需要提供设备UUID');
   const uuid = given[0][1];
   if (given.some(([ , v ]) => v !== uuid)) throw badRequest('设备UUID不匹配', { sources: given.map(([ name ]) => name) });
+  lookupUuid(uuid);
   const device = await ctx.service.device.getByUuid(uuid);
 
   const jwt = bearer(ctx.get('authorization'));
@@ -56,7 +58,7 @@ export async function checkDevicePassword(ctx: Context, device: DeviceAttributes
   if (!device.password) return;
   const password = str(ctx.get('x-device-password')) ?? str(ctx.query.password) ?? str(ctx.query.currentPassword);
   if (password === undefined) throw unauthorized(missingMessage);
-  const throttle = failureThrottle(ctx, 'pwfail', `${ctx.clientIp}|${device.id}`);
+  const throttle = failureThrottle(ctx, 'pwfail', ctx.clientIp, String(device.id));
   await throttle.check();
   if (!await ctx.service.device.checkPassword(device, password)) {
     await throttle.fail();

@@ -1,5 +1,5 @@
 import { badRequest, notFound } from '../lib/errors';
-import { isIdentifier, optionalText } from './common';
+import { hasControlCharacter, isIdentifier, optionalText } from './common';
 
 /** Input rules of the /apps routes (installs and the /apps/tokens/:token routes). */
 
@@ -8,8 +8,13 @@ export function appId(v: unknown): string {
   return v;
 }
 
-/** An id that cannot exist is simply not installed (same answer as an unknown id). */
+/**
+ * An install id holding a control character is a 400 (like a key holding NUL: SQLite
+ * cannot bind NUL); any other id that cannot exist is simply not installed (same
+ * answer as an unknown id).
+ */
 export function installId(v: unknown): string {
+  if (typeof v === 'string' && hasControlCharacter(v)) throw badRequest('安装ID无效：不能包含控制字符', { field: 'installId' });
   if (!isIdentifier(v, 64)) throw notFound('应用未安装');
   return v;
 }

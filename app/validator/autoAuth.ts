@@ -1,7 +1,7 @@
 import { badRequest, notFound } from '../lib/errors';
 import { appId as appIdRule } from './app';
 import { isIdentifier } from './common';
-import { checkedNamespace } from './device';
+import { checkedNamespace, noControlInNamespace } from './device';
 import { deviceType, isReadOnly, type DeviceType } from './tokenKind';
 
 /** Input rules of POST /apps/auth/token and the /auto-auth routes (§6.1). Messages are the contract's. */
@@ -17,6 +17,9 @@ export function loginNamespace(v: unknown): string {
   if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) throw badRequest('需要提供 namespace');
   if (typeof v !== 'string') throw badRequest('namespace 必须是字符串', { field: 'namespace' });
   if (!isIdentifier(v)) throw badRequest('namespace 无效：需要 1 到 191 个字符的字符串', { field: 'namespace', max: 191 });
+  // Surrounding whitespace (a pasted line break) is trimmed by the service; inside, a
+  // control character cannot be in any namespace.
+  noControlInNamespace(v.trim());
   return v;
 }
 

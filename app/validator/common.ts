@@ -7,6 +7,12 @@ export function isIdentifier(v: unknown, max = 191): v is string {
   return [ ...v ].length <= max;
 }
 
+/** True when `v` holds a control character (C0, NUL included, or DEL). */
+export function hasControlCharacter(v: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return /[\u0000-\u001f\u007f]/.test(v);
+}
+
 /** Optional free text: string up to `max` characters, or null/undefined. */
 export function optionalText(v: unknown, field: string, max: number): string | null | undefined {
   if (v === undefined) return undefined;

@@ -1,12 +1,29 @@
 import { badRequest } from '../lib/errors';
-import { isIdentifier, optionalText } from './common';
+import { hasControlCharacter, isIdentifier, optionalText } from './common';
 
 /** Input rules of the /devices routes. Messages are the contract's. */
 
 export function deviceUuid(v: unknown): string {
   if (v === undefined || v === null || v === '') throw badRequest('设备UUID是必需的');
   if (!isIdentifier(v)) throw badRequest('设备UUID无效：需要 1 到 191 个字符的字符串', { field: 'uuid' });
+  return noControlInUuid(v);
+}
+
+const UUID_CONTROL = '设备UUID无效：不能包含控制字符';
+
+function noControlInUuid(v: string): string {
+  if (hasControlCharacter(v)) throw badRequest(UUID_CONTROL, { field: 'uuid' });
   return v;
+}
+
+/**
+ * A uuid naming an existing device (path `:uuid`, header `x-device-uuid`, query or body
+ * `uuid`): a uuid with a control character cannot exist (POST /devices refuses it) and
+ * is a 400, like a key holding NUL, never a database query (SQLite cannot bind NUL).
+ * Any other string is looked up as given (unknown: 404 设备不存在).
+ */
+export function lookupUuid(v: string): string {
+  return noControlInUuid(v);
 }
 
 export function deviceName(v: unknown): string {
@@ -45,7 +62,11 @@ export function optionalNamespace(v: unknown): string | undefined {
  */
 export function checkedNamespace(t: string): string {
   if (!isIdentifier(t)) throw badRequest('namespace 无效：需要 1 到 191 个字符的字符串', { field: 'namespace', max: 191 });
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(t)) throw badRequest('namespace 不能包含控制字符', { field: 'namespace' });
+  return noControlInNamespace(t);
+}
+
+/** A namespace holding a control character (NUL included) cannot exist: 400. */
+export function noControlInNamespace(t: string): string {
+  if (hasControlCharacter(t)) throw badRequest('namespace 不能包含控制字符', { field: 'namespace' });
   return t;
 }

@@ -17,7 +17,7 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(s.trustProxy, false);
       assert.strictEqual(s.bodyLimit, '2mb');
       assert.strictEqual(s.batchLimit, 1000);
-      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, events: 120, history: 60, windowMs: 60000 });
+      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, passwordTarget: 100, events: 120, history: 60, windowMs: 60000 });
       assert.strictEqual(s.metricsToken, undefined);
       assert.strictEqual(s.changesRetention, 1000);
       assert.strictEqual(s.workers, 1);
@@ -37,6 +37,16 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(loadSettings({}, '/').metricsCacheMs, 15000);
       assert.strictEqual(loadSettings({ METRICS_CACHE_MS: '0' }, '/').metricsCacheMs, 0);
       assert.throws(() => loadSettings({ METRICS_CACHE_MS: '15s' }, '/'), ConfigError);
+    });
+
+    it('reads RATE_LIMIT_PASSWORD_TARGET (default 100, 0 = off) and ADMIN_TOKEN (unset, or at least 16 characters)', () => {
+      assert.strictEqual(loadSettings({ RATE_LIMIT_PASSWORD_TARGET: '0' }, '/').rateLimit.passwordTarget, 0);
+      assert.strictEqual(loadSettings({ RATE_LIMIT_PASSWORD_TARGET: '30' }, '/').rateLimit.passwordTarget, 30);
+      assert.throws(() => loadSettings({ RATE_LIMIT_PASSWORD_TARGET: 'many' }, '/'), ConfigError);
+      assert.strictEqual(loadSettings({}, '/').adminToken, undefined);
+      assert.strictEqual(loadSettings({ ADMIN_TOKEN: ' ' }, '/').adminToken, undefined);
+      assert.strictEqual(loadSettings({ ADMIN_TOKEN: 'a'.repeat(16) }, '/').adminToken, 'a'.repeat(16));
+      assert.throws(() => loadSettings({ ADMIN_TOKEN: 'short' }, '/'), /ADMIN_TOKEN must be at least 16 characters long/);
     });
 
     it('reads DB_QUERY_TIMEOUT_MS; 0 turns the bound off', () => {

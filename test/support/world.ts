@@ -7,9 +7,16 @@ import { app } from 'egg-mock/bootstrap';
 export async function resetWorld() {
   const db = app.model;
   if (db.getDialect() === 'mysql') {
-    await db.query('SET FOREIGN_KEY_CHECKS = 0');
-    for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await db.query(`TRUNCATE TABLE ${t}`);
-    await db.query('SET FOREIGN_KEY_CHECKS = 1');
+    // FOREIGN_KEY_CHECKS is per connection: every statement on one connection of the pool
+    // (a transaction pins it; TRUNCATE commits implicitly, which is fine here).
+    await db.transaction(async transaction => {
+      await db.query('SET FOREIGN_KEY_CHECKS = 0', { transaction });
+      try {
+        for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await db.query(`TRUNCATE TABLE ${t}`, { transaction });
+      } finally {
+        await db.query('SET FOREIGN_KEY_CHECKS = 1', { transaction });
+      }
+    });
   } else {
     for (const t of [ 'device_log', 'auto_auth_configs', 'kv_entries', 'app_installs', 'devices', 'accounts' ]) await db.query(`DELETE FROM ${t}`);
   }

@@ -1,4 +1,5 @@
 import type { Application, Context } from 'egg';
+import { describeError } from '../../lib/errors';
 
 function handshakeToken(query: Record<string, unknown>): string | undefined {
   for (const name of [ 'token', 'apptoken' ]) {
@@ -20,7 +21,7 @@ export default (app: Application) => async function auth(ctx: Context, next: () 
   if (token) {
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
     setImmediate(() => {
-      app.realtime.join(socket, token).catch(err => app.logger.error(err));
+      app.realtime.join(socket, token).catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
     });
   }
   await next();

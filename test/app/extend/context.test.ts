@@ -37,5 +37,17 @@ describe('test/app/extend/context.test.ts', () => {
       // nginx appends the real peer (203.0.113.9) to whatever the client claimed.
       assert.strictEqual(await creatorIpOf({ 'x-forwarded-for': '10.9.9.9, 1.1.1.1, 203.0.113.9' }), '203.0.113.9');
     });
+
+    it('ignores a forwarded hop that is not a valid IP (garbage, a port, 300 characters, a huge zone id) and uses the TCP peer; the write is stored', async () => {
+      app.config.proxy = true;
+      for (const hop of [ 'x'.repeat(300), 'unknown', '203.0.113.9:8080', '1.2.3', `fe80::1%${'e'.repeat(300)}`, '<script>' ]) {
+        assert.strictEqual(await creatorIpOf({ 'x-forwarded-for': `198.51.100.7, ${hop}` }), '127.0.0.1', hop.slice(0, 40));
+      }
+    });
+
+    it('accepts an IPv6 forwarded hop', async () => {
+      app.config.proxy = true;
+      assert.strictEqual(await creatorIpOf({ 'x-forwarded-for': '2001:db8::7' }), '2001:db8::7');
+    });
   });
 });

@@ -1,4 +1,5 @@
 import assert from 'node:assert';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { app, mock } from 'egg-mock/bootstrap';
@@ -6,15 +7,16 @@ import { logPadding, redactUrl } from '../../../app/lib/logRedaction';
 import { createDevice, installApp } from '../../support/factories';
 import { eventually } from '../../support/socket';
 
-/** Renames the KV table away for the duration of `fn`: queries on it fail (a real database error). */
-async function withoutKvEntries<T>(fn: () => Promise<T>): Promise<T> {
-  await app.model.query('ALTER TABLE kv_entries RENAME TO kv_entries_away');
+/** Renames a table away for the duration of `fn`: queries on it fail (a real database error). */
+async function withoutTable<T>(table: string, fn: () => Promise<T>): Promise<T> {
+  await app.model.query(`ALTER TABLE ${table} RENAME TO ${table}_away`);
   try {
     return await fn();
   } finally {
-    await app.model.query('ALTER TABLE kv_entries_away RENAME TO kv_entries');
+    await app.model.query(`ALTER TABLE ${table}_away RENAME TO ${table}`);
   }
 }
+const withoutKvEntries = <T>(fn: () => Promise<T>) => withoutTable('kv_entries', fn);
 
 /** The text of one of the app's log files (egg writes them under config.logger.dir). */
 function logFile(name: 'app' | 'error'): string {
@@ -65,6 +67,26 @@ describe('test/app/lib/logRedaction.test.ts', () => {
         await eventually(() => assert.ok(logFile(name).includes('POST /apps/tokens/***/set-student-name]'), name));
         assert.ok(!logFile(name).includes(token), `the token is in the ${name} log`);
       }
+    });
+
+    it('a 500 whose database error carries the failed SQL (a token lookup) logs name, code and message only: neither the token nor the SQL (issue 10, item 5)', async () => {
+      const secret = crypto.randomBytes(32).toString('hex');
+      const res = await withoutTable('app_installs', () => app.httpRequest().get(`/kv/some-key?token=${secret}&sortBy=key`));
+      assert.deepStrictEqual([ res.status, res.body.message, res.body.code ], [ 500, '服务器内部错误', 'INTERNAL_ERROR' ]);
+      await eventually(() => assert.ok(logFile('error').split('\n').some(l => l.includes('GET /kv/some-key?token=***&sortBy=key]') && l.includes('SequelizeDatabaseError'))));
+      for (const name of [ 'error', 'app' ] as const) {
+        const text = logFile(name);
+        assert.ok(!text.includes(secret), `the token is in the ${name} log`);
+        assert.ok(!/SELECT [^\n]*app_installs/.test(text), `SQL is in the ${name} log`);
+      }
+    });
+
+    it('the same for a token given in the header (only the SQL could carry it)', async () => {
+      const secret = crypto.randomBytes(32).toString('hex');
+      const res = await withoutTable('app_installs', () => app.httpRequest().get('/kv/header-key').set('x-app-token', secret));
+      assert.strictEqual(res.status, 500);
+      await eventually(() => assert.ok(logFile('error').includes('GET /kv/header-key]')));
+      for (const name of [ 'error', 'app' ] as const) assert.ok(!logFile(name).includes(secret), `the token is in the ${name} log`);
     });
   });
 });
