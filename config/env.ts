@@ -74,6 +74,25 @@ export interface Settings {
   changesRetention: number;
   /** Relayed events kept per device in the history. */
   eventHistoryMax: number;
+  /** Ordered, gap-free delivery of kv-key-changed per worker (app/lib/changeFeed.ts); fixed, not read from the environment. */
+  changeFeed: {
+    /** How long an out-of-order change waits for the ones before it before they are read from the change log. */
+    gapMs: number;
+    /** Period of the revision poll that recovers changes whose worker died before broadcasting them (≤ 5 s with the gap wait, §7). */
+    pollMs: number;
+    /** Changes per change-log read (catch-up, gap fills). */
+    pageSize: number;
+    /** Devices per revision-poll query. */
+    pollChunk: number;
+  };
+  /**
+   * Fault injection for the fault suite only: honoured only when the server environment
+   * (EGG_SERVER_ENV) is `unittest`; always empty otherwise.
+   */
+  faults: {
+    /** FAULT_CRASH_BEFORE_BROADCAST: a committed KV change of this key kills the worker (SIGKILL) before it is broadcast. */
+    crashBeforeBroadcastKey?: string;
+  };
   /** Secret keys egg needs for signed cookies (unused by the API, required by egg). */
   appKeys?: string;
 }
@@ -164,7 +183,7 @@ function readRedis(env: Env): string | undefined {
   return v;
 }
 
-export function loadSettings(env: Env = process.env, cwd = process.cwd()): Settings {
+export function loadSettings(env: Env = process.env, cwd = process.cwd(), serverEnv = 'prod'): Settings {
   const redisUrl = readRedis(env);
   const frontend = (raw(env, 'FRONTEND_URL') ?? '*').split(',').map(s => s.trim()).filter(Boolean);
   const presenceHeartbeatMs = readInt(env, 'PRESENCE_HEARTBEAT_MS', 5000, 100, 600000);
@@ -203,6 +222,8 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     metricsCacheMs: readInt(env, 'METRICS_CACHE_MS', 15000, 0, 3600000),
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,
+    changeFeed: { gapMs: 200, pollMs: 1000, pageSize: 1000, pollChunk: 500 },
+    faults: serverEnv === 'unittest' ? { crashBeforeBroadcastKey: raw(env, 'FAULT_CRASH_BEFORE_BROADCAST') } : {},
     appKeys: raw(env, 'APP_KEYS'),
   };
 }
