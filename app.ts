@@ -61,7 +61,7 @@ export default class AppBoot implements IBoot {
       warn: (message, ...args) => app.coreLogger.warn(message, ...args),
     });
     app.metricsCounts = new CachedFetch();
-    // Fault suite only (EGG_SERVER_ENV=unittest, config/env.ts): the worker dies after the
+    // Test server envs only (EGG_SERVER_ENV unittest or test, config/env.ts): the worker dies after the
     // change of this key committed, before anyone is told (CONTRACT.md §7 recovery).
     const crashKey = s.faults.crashBeforeBroadcastKey;
     if (crashKey) {

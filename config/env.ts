@@ -86,8 +86,8 @@ export interface Settings {
     pollChunk: number;
   };
   /**
-   * Fault injection for the fault suite only: honoured only when the server environment
-   * (EGG_SERVER_ENV) is `unittest`; always empty otherwise.
+   * Fault injection for the cluster and fault suites only: honoured only when the server
+   * environment (EGG_SERVER_ENV) is one of TEST_SERVER_ENVS; always empty otherwise.
    */
   faults: {
     /** FAULT_CRASH_BEFORE_BROADCAST: a committed KV change of this key kills the worker (SIGKILL) before it is broadcast. */
@@ -98,6 +98,13 @@ export interface Settings {
 }
 
 export class ConfigError extends Error {}
+
+/**
+ * Server environments (EGG_SERVER_ENV) in which fault switches are honoured: `unittest`
+ * (egg-mock) and `test`, a test deployment run by the cluster and fault suites (egg-scripts
+ * forces NODE_ENV=production, and under `unittest` egg-cluster would not replace a dead worker).
+ */
+export const TEST_SERVER_ENVS = [ 'unittest', 'test' ];
 
 type Env = Record<string, string | undefined>;
 
@@ -223,7 +230,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd(), server
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,
     changeFeed: { gapMs: 200, pollMs: 1000, pageSize: 1000, pollChunk: 500 },
-    faults: serverEnv === 'unittest' ? { crashBeforeBroadcastKey: raw(env, 'FAULT_CRASH_BEFORE_BROADCAST') } : {},
+    faults: TEST_SERVER_ENVS.includes(serverEnv) ? { crashBeforeBroadcastKey: raw(env, 'FAULT_CRASH_BEFORE_BROADCAST') } : {},
     appKeys: raw(env, 'APP_KEYS'),
   };
 }
