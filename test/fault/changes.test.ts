@@ -19,7 +19,7 @@ const LOAD_MS = Number(process.env.FAULT_CHANGES_MS ?? 60000);
 const READERS = Number(process.env.FAULT_CHANGES_READERS ?? 50);
 const DEVICES = 3;
 const KEYS = 6;
-const WRITERS = [ '127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3' ];
+const WRITERS = [ '127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.2', '127.0.0.3', '127.0.0.3', '127.0.0.3', '127.0.0.3' ];
 const CRASH_KEY = 'crash-between-commit-and-broadcast';
 const GENERATIONS = [[ 'v4', 'websocket' ], [ 'v4', 'polling' ], [ 'v2', 'websocket' ], [ 'v2', 'polling' ]] as const;
 
