@@ -106,9 +106,11 @@ async function main() {
       const complete = results.filter(r => !r.error && r.received === CHANGES && r.bad === 0).length;
       const done = summarize(results.filter(r => !r.error).map(r => r.done));
       const joined = summarize(results.filter(r => r.joined !== null).map(r => r.joined));
+      const afterJoined = summarize(results.filter(r => !r.error && r.joined !== null).map(r => r.done - r.joined));
       const row = {
         run, sockets: SOCKETS, changes: CHANGES, complete, wallMs: Math.round(wall),
         perSocketMs: { p50: done.p50, p99: done.p99, max: done.max }, joinedMs: { p50: joined.p50, p99: joined.p99 },
+        catchUpAfterJoinedMs: { p50: afterJoined.p50, p99: afterJoined.p99, max: afterJoined.max },
         cpuSeconds: { workers: cpu1.slice(0, -1).map((c, i) => +(c - cpu0[i]).toFixed(2)), mysql: +(cpu1[cpu1.length - 1] - cpu0[cpu0.length - 1]).toFixed(2) },
         errors: results.filter(r => r.error).map(r => r.error).slice(0, 5),
       };
