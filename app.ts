@@ -74,6 +74,14 @@ export default class AppBoot implements IBoot {
       warn: (message, ...args) => app.coreLogger.warn(message, ...args),
     });
     app.metricsCounts = new CachedFetch();
+    // Test server envs only (EGG_SERVER_ENV unittest or test, config/env.ts): the worker dies after the
+    // change of this key committed, before anyone is told (CONTRACT.md §7 recovery).
+    const crashKey = s.faults.crashBeforeBroadcastKey;
+    if (crashKey) {
+      app.kvEvents.beforePublish = change => {
+        if (change.key === crashKey) process.kill(process.pid, 'SIGKILL');
+      };
+    }
     // Every committed change is broadcast to its device room once (app/lib/realtime.ts).
     app.kvEvents.subscribe(() => app.metrics.eventDelivered('kv-key-changed'));
 
@@ -133,6 +141,7 @@ export default class AppBoot implements IBoot {
 
   async beforeClose() {
     this.app.logTrimmer.close();
+    this.app.realtime.close();
     this.app.metrics.close();
     this.app.revocations.close();
     await this.app.sharedState.close();

@@ -64,7 +64,7 @@ function isKvWriteWithBody(ctx: { method: string; path: string }): boolean {
 }
 
 export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
-  const settings = loadSettings();
+  const settings = loadSettings(process.env, process.cwd(), appInfo.env);
   const config = {} as PowerPartial<EggAppConfig>;
   const dataDir = path.join(process.cwd(), 'data');
 

@@ -133,6 +133,25 @@ export interface Settings {
   changesRetention: number;
   /** Relayed events kept per device in the history. */
   eventHistoryMax: number;
+  /** Ordered, gap-free delivery of kv-key-changed per worker (app/lib/changeFeed.ts); fixed, not read from the environment. */
+  changeFeed: {
+    /** How long an out-of-order change waits for the ones before it before they are read from the change log. */
+    gapMs: number;
+    /** Period of the revision poll that recovers changes whose worker died before broadcasting them (≤ 5 s with the gap wait, §7). */
+    pollMs: number;
+    /** Changes per change-log read (catch-up, gap fills). */
+    pageSize: number;
+    /** Devices per revision-poll query. */
+    pollChunk: number;
+  };
+  /**
+   * Fault injection for the cluster and fault suites only: honoured only when the server
+   * environment (EGG_SERVER_ENV) is one of TEST_SERVER_ENVS; always empty otherwise.
+   */
+  faults: {
+    /** FAULT_CRASH_BEFORE_BROADCAST: a committed KV change of this key kills the worker (SIGKILL) before it is broadcast. */
+    crashBeforeBroadcastKey?: string;
+  };
   /** Secret keys egg needs for signed cookies (unused by the API, required by egg). */
   appKeys?: string;
   /** Accounts and sign-in (§8). */
@@ -142,6 +161,13 @@ export interface Settings {
 }
 
 export class ConfigError extends Error {}
+
+/**
+ * Server environments (EGG_SERVER_ENV) in which fault switches are honoured: `unittest`
+ * (egg-mock) and `test`, a test deployment run by the cluster and fault suites (egg-scripts
+ * forces NODE_ENV=production, and under `unittest` egg-cluster would not replace a dead worker).
+ */
+export const TEST_SERVER_ENVS = [ 'unittest', 'test' ];
 
 type Env = Record<string, string | undefined>;
 
@@ -335,14 +361,15 @@ function readAccounts(env: Env, port: number, frontend: string[], production: bo
   };
 }
 
-export function loadSettings(env: Env = process.env, cwd = process.cwd()): Settings {
+export function loadSettings(env: Env = process.env, cwd = process.cwd(), appEnv?: string): Settings {
   const redisUrl = readRedis(env);
   const frontend = (raw(env, 'FRONTEND_URL') ?? '*').split(',').map(s => s.trim()).filter(Boolean);
   const presenceHeartbeatMs = readInt(env, 'PRESENCE_HEARTBEAT_MS', 5000, 100, 600000);
   const port = readInt(env, 'PORT', 3000, 1, 65535);
   const database = readDatabase(env, cwd);
-  // egg's own rule: EGG_SERVER_ENV, else `prod` when NODE_ENV=production (egg-scripts sets that).
-  const serverEnv = raw(env, 'EGG_SERVER_ENV') ?? (raw(env, 'NODE_ENV') === 'production' ? 'prod' : 'local');
+  // The app's env as egg computed it (config.default passes appInfo.env), else egg's own rule:
+  // EGG_SERVER_ENV, else `prod` when NODE_ENV=production (egg-scripts sets that).
+  const serverEnv = appEnv ?? raw(env, 'EGG_SERVER_ENV') ?? (raw(env, 'NODE_ENV') === 'production' ? 'prod' : 'local');
   const production = serverEnv === 'prod';
   return {
     port,
@@ -383,6 +410,8 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd()): Setti
     metricsCacheMs: readInt(env, 'METRICS_CACHE_MS', 15000, 0, 3600000),
     changesRetention: readInt(env, 'CHANGES_RETENTION', 1000, 1, 1000000),
     eventHistoryMax: 1000,
+    changeFeed: { gapMs: 200, pollMs: 1000, pageSize: 1000, pollChunk: 500 },
+    faults: TEST_SERVER_ENVS.includes(serverEnv) ? { crashBeforeBroadcastKey: raw(env, 'FAULT_CRASH_BEFORE_BROADCAST') } : {},
     appKeys: raw(env, 'APP_KEYS'),
     accounts: readAccounts(env, port, frontend, production, database.dialect === 'sqlite'),
     production,

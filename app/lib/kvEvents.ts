@@ -10,7 +10,11 @@ export type KvChange =
  * layer). HTTP code publishes here and knows nothing about sockets.
  */
 export class KvEvents extends EventEmitter {
+  /** Fault injection (the fault suite only, app.ts): runs before each change is published. */
+  beforePublish?: (change: KvChange) => void;
+
   publish(change: KvChange) {
+    this.beforePublish?.(change);
     this.emit('change', change);
   }
 

@@ -2,6 +2,7 @@ import type { Application } from 'egg';
 import type { Socket } from 'socket.io';
 import type { KvChange } from './kvEvents';
 import type { TokenInfo } from './tokenCache';
+import { ChangeFeeds } from './changeFeed';
 import { describeError, isDatabaseUnavailable } from './errors';
 import { SocketQueues } from './socketQueue';
 import { describeUserAgent, deviceNameOf } from './userAgent';
@@ -12,7 +13,10 @@ const RECHECK_CHUNK = 500;
 
 export type AckResult =
   | { ok: true; uuid?: string }
-  | { ok: false; reason: 'missing_token' | 'invalid_token' | 'database_error' | 'too_many_requests' };
+  | { ok: false; reason: 'missing_token' | 'invalid_token' | 'invalid_since' | 'database_error' | 'too_many_requests' };
+
+/** The worker-to-worker message that carries a committed KV change (Socket.IO adapter serverSideEmit). */
+const KV_CHANGE_SIGNAL = 'ckv:kv-change';
 
 /**
  * Operations a socket may have queued at once (running one included). Beyond, an
@@ -62,9 +66,27 @@ export class Realtime {
   private readonly revokedWhileResolving = new Set<string>();
   /** token (only while a lookup of it is in flight) → number of `token-updated` received meanwhile. */
   private readonly updatedWhileResolving = new Map<string, number>();
+  /** Ordered, gap-free kv-key-changed delivery per device to this worker's sockets (CONTRACT.md §7). */
+  readonly feeds: ChangeFeeds;
 
   constructor(private readonly app: Application) {
+    const changes = () => app.createAnonymousContext().service.changes;
+    this.feeds = new ChangeFeeds({
+      read: (device, since, limit) => changes().since(device, since, limit),
+      latest: ids => changes().latestRevisions(ids),
+      emitRoom: (uuid, change, except) => {
+        const room = this.io.local.to(uuid);
+        (except.length ? room.except(except) : room).emit('kv-key-changed', change);
+      },
+      emitTo: (socket, event, payload) => (socket as Socket).emit(event, payload),
+      emitRoomEvent: (uuid, event, payload) => this.io.local.to(uuid).emit(event, payload),
+      warn: (message, ...args) => app.logger.warn(message, ...args),
+    }, app.settings.changeFeed);
+    this.feeds.start();
     app.kvEvents.subscribe(change => this.broadcastChange(change));
+    // Changes committed by the other workers and instances (none in the embedded mode).
+    (this.io as unknown as { on(event: string, fn: (change: KvChange) => void): void })
+      .on(KV_CHANGE_SIGNAL, change => this.feeds.receive(change));
     app.sharedState.onMessage(message => {
       if (message.type === 'token-revoked') {
         app.tokenCache.delete(message.token);
@@ -90,8 +112,17 @@ export class Realtime {
     return this.app.io.of('/');
   }
 
+  /**
+   * A change committed here: to this worker's sockets through its feed, and to every other
+   * worker and instance, whose feeds put it in order with the others (app/lib/changeFeed.ts).
+   */
   private broadcastChange(change: KvChange) {
-    this.io.to(change.uuid).emit('kv-key-changed', change);
+    this.feeds.receive(change);
+    if (this.app.settings.redisUrl) this.io.serverSideEmit(KV_CHANGE_SIGNAL, change);
+  }
+
+  close() {
+    this.feeds.close();
   }
 
   /**
@@ -182,9 +213,24 @@ export class Realtime {
     }
   }
 
-  /** Joins the token's device room (join-token, or the handshake token). Never throws. */
-  join(socket: Socket, token: string): Promise<AckResult> {
-    return this.serial(socket, () => this.doJoin(socket, token), tooManyRequests);
+  /**
+   * Joins the token's device room (join-token, or the handshake token). With `since`, after
+   * `joined` the socket is sent the device's changes after that revision, then the live ones
+   * (CONTRACT.md §7). Never throws.
+   */
+  join(socket: Socket, token: string, since?: number): Promise<AckResult> {
+    return this.serial(socket, () => this.doJoin(socket, token, since), tooManyRequests);
+  }
+
+  /**
+   * A join refused for its input before any lookup (a `since` that is not a whole number
+   * ≥ 0): join-error to the socket, in order with its other operations; the ack's answer.
+   */
+  refuseJoin(socket: Socket, reason: 'invalid_since'): Promise<AckResult> {
+    return this.serial(socket, async () => {
+      socket.emit('join-error', { by: 'token', reason });
+      return { ok: false, reason };
+    }, tooManyRequests);
   }
 
   /** Leaves the token's device room (leave-token). Never throws. */
@@ -197,7 +243,7 @@ export class Realtime {
     return this.serial(socket, () => this.doLeaveAll(socket), tooManyRequests);
   }
 
-  private async doJoin(socket: Socket, token: string): Promise<AckResult> {
+  private async doJoin(socket: Socket, token: string, since: number | undefined): Promise<AckResult> {
     let info;
     try {
       info = await this.resolve(token);
@@ -218,6 +264,8 @@ export class Realtime {
     if (!state || state.closed) return { ok: false, reason: 'invalid_token' };
     const { uuid } = info;
     socket.join(uuid);
+    // Held out of the room's kv-key-changed until `joined` is out (released below).
+    this.feeds.join(socket, { deviceId: info.deviceId, uuid }, since);
     let tokens = state.rooms.get(uuid);
     if (!tokens) {
       tokens = new Set();
@@ -240,7 +288,9 @@ export class Realtime {
       return { ok: false, reason: 'invalid_token' };
     }
     if (!state.rooms.get(uuid)?.has(token)) {
-      // Revoked while we were registering: the socket already got `left`.
+      // Revoked while we were registering: the socket already got `left` (or, still joined
+      // with another token, goes on with its changes).
+      this.feeds.release(socket.id, uuid);
       return { ok: false, reason: 'invalid_token' };
     }
     this.io.to(uuid).emit('device-joined', { uuid, connections });
@@ -255,6 +305,7 @@ export class Realtime {
         userAgent: state.userAgent,
       },
     });
+    this.feeds.release(socket.id, uuid);
     return { ok: true, uuid };
   }
 
@@ -285,6 +336,7 @@ export class Realtime {
       if (holders && holders.size === 0) this.byToken.delete(token);
     }
     state.rooms.delete(uuid);
+    this.feeds.leave(socketId, uuid);
   }
 
   /** Leaves a device room (if joined) and tells the room the new count. */
@@ -347,6 +399,7 @@ export class Realtime {
       tokens?.delete(token);
       if (tokens && tokens.size > 0) continue; // still joined with another valid token
       entry.state.rooms.delete(uuid);
+      this.feeds.leave(socketId, uuid);
       entry.socket.leave(uuid);
       entry.socket.emit('left', { by: 'token', uuid, reason: 'token_revoked' });
       this.count(() => this.app.sharedState.presenceLeave(uuid, socketId), uuid)

@@ -159,6 +159,17 @@ export default class ChangesService extends Service {
     return { changes: page.map(row => kvPayload(device.uuid, row)), revision: latest, more: rows.length > limit };
   }
 
+  /** The latest revision of each of the devices (absent: no such device); the change feeds' poll (app/lib/changeFeed.ts). */
+  async latestRevisions(deviceIds: number[]): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    if (deviceIds.length === 0) return out;
+    const rows = await this.db.query(`SELECT id, revision FROM devices WHERE id IN (${deviceIds.map(() => '?').join(', ')})`, {
+      replacements: deviceIds, type: QueryTypes.SELECT, raw: true,
+    }) as Array<{ id: number | string; revision: number | string }>;
+    for (const row of rows) out.set(Number(row.id), Number(row.revision));
+    return out;
+  }
+
   /**
    * Drops what is past retention for one device: KV changes up to `latestRevision -
    * CHANGES_RETENTION` (null: unknown, not trimmed), relayed events beyond the newest

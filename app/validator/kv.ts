@@ -149,3 +149,17 @@ export function batchEntries(body: unknown, present: boolean, batchLimit: number
   if (entries.some(([ , v ]) => jsonDepth(v, MAX_DEPTH) > MAX_DEPTH)) throw tooDeep();
   return entries;
 }
+
+/**
+ * `since` of `join-token {token, since}` and of the handshake query (CONTRACT.md §7): absent
+ * (undefined or null) → undefined (live events from the join on); a whole number ≥ 0, as a
+ * JSON number or a string of digits (the handshake query is text) → that number; anything
+ * else → 'invalid' (the join is refused with join-error `invalid_since`).
+ */
+export function joinSince(v: unknown): number | undefined | 'invalid' {
+  const s = v; // a repeated handshake parameter (an array) is refused like any other non-number
+  if (s === undefined || s === null) return undefined;
+  if (typeof s === 'number') return Number.isSafeInteger(s) && s >= 0 ? s : 'invalid';
+  if (typeof s === 'string' && /^\d{1,15}$/.test(s)) return Number(s);
+  return 'invalid';
+}

@@ -43,14 +43,15 @@ interface Nginx {
   log(): string;
 }
 
-async function startNginx(upstreamPort: number): Promise<Nginx> {
+/** nginx with the deploy config in front of the instances listening on `upstreamPorts` (one `server` line each). */
+async function startNginx(...upstreamPorts: number[]): Promise<Nginx> {
   const bin = findNginx();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckv-nginx-'));
   fs.chmodSync(dir, 0o755);
   const port = await freePort();
   let site = fs.readFileSync(path.join(ROOT, 'deploy/nginx/classworks-kv.conf'), 'utf8');
   site = replaceOnce(site, 'listen 80;', `listen 127.0.0.1:${port};`);
-  site = replaceOnce(site, 'server 127.0.0.1:3000;', `server 127.0.0.1:${upstreamPort};`);
+  site = replaceOnce(site, 'server 127.0.0.1:3000;', upstreamPorts.map(p => `server 127.0.0.1:${p};`).join('\n    '));
   fs.writeFileSync(path.join(dir, 'classworks-kv.conf'), site);
   fs.writeFileSync(path.join(dir, 'nginx.conf'), [
     'worker_processes 1;',
@@ -208,6 +209,52 @@ describe('test/cluster/nginx.test.ts', function() {
       const meta = await request(nginx!.url, 'GET', '/kv/spoofed/metadata', { headers: { 'x-app-token': d.token }, localAddress: addr });
       assert.strictEqual(meta.status, 200, meta.text);
       assert.strictEqual(meta.body.metadata.creatorIp, addr);
+    });
+  });
+
+  describe('[two instances] two `npm start` clusters on one MySQL and one Redis behind one nginx upstream', () => {
+    /** Client source addresses: nginx's upstream hash puts each on one instance. */
+    const ADDRS = Array.from({ length: 16 }, (_, i) => `127.0.2.${i + 1}`);
+    let second: Cluster | undefined;
+    let both: Nginx | undefined;
+
+    before(async () => {
+      // Another port and title, the same database and Redis prefix: one deployment.
+      second = await startCluster({ workers: 2, env: { TRUST_PROXY: 'true', REDIS_PREFIX: cluster!.prefix } });
+      both = await startNginx(cluster!.port, second.port);
+    });
+    after(async () => {
+      closeAllClients();
+      await both?.stop();
+      await second?.stop();
+    });
+
+    it('sockets land on both instances; writes made on either instance reach every socket, each once, in revision order', async () => {
+      const d = await deviceWithToken(both!.url);
+      const clients: TestClient[] = [];
+      for (const [ i, localAddress ] of ADDRS.entries()) {
+        const [ gen, transport ] = [[ 'v4', 'websocket' ], [ 'v4', 'polling' ], [ 'v2', 'websocket' ], [ 'v2', 'polling' ]][i % 4] as [ 'v4' | 'v2', 'websocket' | 'polling' ];
+        clients.push(await joinedClient(both!.url, { version: gen, transport, localAddress, token: d.token }));
+      }
+      const pids = await Promise.all(clients.map(async c => pidOfInstance(await instanceOf(d.uuid, c))));
+      const first = cluster!.workerPids();
+      const other = second!.workerPids();
+      assert(pids.every(p => first.includes(p) || other.includes(p)), `sockets on unknown processes: ${pids}`);
+      assert(pids.some(p => first.includes(p)) && pids.some(p => other.includes(p)), `all sockets on one instance: ${pids}`);
+
+      const writes: Array<Promise<unknown>> = [];
+      for (let i = 0; i < 40; i++) {
+        const target = i % 2 ? second!.url : cluster!.url;
+        writes.push(request(target, 'POST', `/kv/k${i % 5}`, { body: { i }, headers: { 'x-app-token': d.token }, localAddress: i % 4 < 2 ? '127.0.0.2' : '127.0.0.3' })
+          .then(res => assert.strictEqual(res.status, 200, res.text)));
+      }
+      await Promise.all(writes);
+      const log = await request(cluster!.url, 'GET', '/kv/_changes?since=0&limit=1000', { headers: { 'x-app-token': d.token } });
+      assert.deepStrictEqual(log.body.changes.map((c: { revision: number }) => c.revision), Array.from({ length: 40 }, (_, i) => i + 1));
+      for (const c of clients) {
+        await eventually(`40 changes on ${c.id}`, async () => c.payloads('kv-key-changed').length >= 40);
+        assert.deepStrictEqual(c.payloads('kv-key-changed'), log.body.changes);
+      }
     });
   });
 });

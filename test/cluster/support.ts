@@ -116,10 +116,11 @@ export async function startCluster(opts: { workers?: number; env?: Record<string
     JWT_SECRET: 'cluster-suite-jwt-secret-0123456789abcdef',
     WORKERS: String(workers),
     PORT: String(port),
-    ...opts.env,
   };
   delete env.EGG_SERVER_ENV;
   delete env.SQLITE_PATH;
+  // After the deletes: a suite may run its cluster as EGG_SERVER_ENV=unittest (fault switches, config/env.ts).
+  Object.assign(env, opts.env);
   const child: ChildProcess = spawn(process.execPath, [
     EGG_SCRIPTS, 'start', '--sticky', `--workers=${workers}`, `--port=${port}`, `--title=${title}`,
     path.join(ROOT, 'dist'),

@@ -121,6 +121,16 @@ describe('test/config/env.test.ts', () => {
       });
     }
 
+    it('honours the fault switch FAULT_CRASH_BEFORE_BROADCAST only in a test server env (unittest, test), never in prod or local', () => {
+      const env = { FAULT_CRASH_BEFORE_BROADCAST: 'boom' };
+      assert.deepStrictEqual(loadSettings(env, '/').faults, {});
+      assert.deepStrictEqual(loadSettings(env, '/', 'prod').faults, {});
+      assert.deepStrictEqual(loadSettings(env, '/', 'local').faults, {});
+      assert.deepStrictEqual(loadSettings(env, '/', 'unittest').faults, { crashBeforeBroadcastKey: 'boom' });
+      assert.deepStrictEqual(loadSettings(env, '/', 'test').faults, { crashBeforeBroadcastKey: 'boom' });
+      assert.deepStrictEqual(loadSettings({}, '/', 'test').faults, { crashBeforeBroadcastKey: undefined });
+    });
+
     it('uses the CPU count as the worker default only when Redis is configured', () => {
       assert.strictEqual(loadSettings({}, '/').workers, 1);
       assert.ok(loadSettings({ REDIS_URL: 'redis://127.0.0.1:6379/0' }, '/').workers >= 1);

@@ -1,6 +1,7 @@
 import { Controller } from 'egg';
 import type { AckResult } from '../../lib/realtime';
 import { socketArgs } from '../../lib/socketArgs';
+import { joinSince } from '../../validator/kv';
 
 const parse = (args: unknown[]) => socketArgs<AckResult>(args);
 
@@ -20,8 +21,11 @@ export default class TokenController extends Controller {
     const { payload, ack } = parse(this.ctx.args);
     const token = tokenOf(payload);
     if (!token) return ack?.({ ok: false, reason: 'missing_token' });
+    const since = joinSince((payload as Record<string, unknown>).since);
     // Not `ack?.(await ...)`: an optional call skips evaluating its arguments when there is no ack.
-    const result = await this.app.realtime.join(this.ctx.socket, token);
+    const result = since === 'invalid'
+      ? await this.app.realtime.refuseJoin(this.ctx.socket, 'invalid_since')
+      : await this.app.realtime.join(this.ctx.socket, token, since);
     ack?.(result);
   }
 

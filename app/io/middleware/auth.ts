@@ -1,5 +1,6 @@
 import type { Application, Context } from 'egg';
 import { describeError } from '../../lib/errors';
+import { joinSince } from '../../validator/kv';
 
 function handshakeToken(query: Record<string, unknown>): string | undefined {
   for (const name of [ 'token', 'apptoken' ]) {
@@ -17,11 +18,15 @@ function handshakeToken(query: Record<string, unknown>): string | undefined {
  */
 export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
   const socket = ctx.socket;
-  const token = handshakeToken(socket.handshake.query as Record<string, unknown>);
+  const query = socket.handshake.query as Record<string, unknown>;
+  const token = handshakeToken(query);
   if (token) {
+    // `since` (CONTRACT.md §7): the changes after it follow `joined`; a bad one refuses the join.
+    const since = joinSince(query.since);
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
     setImmediate(() => {
-      app.realtime.join(socket, token).catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
+      const joining = since === 'invalid' ? app.realtime.refuseJoin(socket, 'invalid_since') : app.realtime.join(socket, token, since);
+      joining.catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
     });
   }
   await next();
