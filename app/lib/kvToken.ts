@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { isPlainObject } from '../validator/common';
+import type { TokenInfo } from './tokenCache';
 
 export type TokenSource = 'header' | 'bearer' | 'query.token' | 'query.apptoken' | 'body.token' | 'body.apptoken';
 
@@ -28,4 +29,18 @@ export function extractKvToken(ctx: Context): { token: string; source: TokenSour
 /** The id a token's quotas are counted under (HTTP rate limits, send-event, history): its SHA-256, so the token itself never becomes a Redis key. */
 export function tokenQuotaId(token: string): string {
   return crypto.createHash('sha256').update(token).digest('base64url');
+}
+
+/**
+ * The device behind the request's KV token, looked up once per request: the rate
+ * limiter (which counts only tokens that exist) and kvAuth share the answer. The lookup
+ * is throttled per client IP (AppInstallService.lookupToken: a 429 past
+ * RATE_LIMIT_TOKEN_FAILURES failed lookups).
+ */
+export async function lookupKvToken(ctx: Context, token: string): Promise<TokenInfo | null> {
+  const memo = ctx.state.kvTokenLookup as { token: string; info: TokenInfo | null } | undefined;
+  if (memo && memo.token === token) return memo.info;
+  const info = await ctx.service.appInstall.lookupToken(token, ctx.clientIp);
+  ctx.state.kvTokenLookup = { token, info };
+  return info;
 }

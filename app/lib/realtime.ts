@@ -2,8 +2,9 @@ import type { Application } from 'egg';
 import type { Socket } from 'socket.io';
 import type { KvChange } from './kvEvents';
 import type { TokenInfo } from './tokenCache';
-import { describeError, isDatabaseUnavailable } from './errors';
+import { HttpError, describeError, isDatabaseUnavailable } from './errors';
 import { SocketQueues } from './socketQueue';
+import { requestIp } from './socketLimits';
 import { describeUserAgent, deviceNameOf } from './userAgent';
 
 export type AckResult =
@@ -108,12 +109,14 @@ export class Realtime {
    * dead token that no later revocation message would ever remove. An update (its note)
    * that arrives meanwhile makes it look again: the row may have been read before it.
    */
-  private async resolve(token: string) {
+  private async resolve(token: string, ip?: string) {
     this.resolving.set(token, (this.resolving.get(token) ?? 0) + 1);
     try {
       let updates = this.updatedWhileResolving.get(token) ?? 0;
       for (;;) {
-        const info = await this.app.createAnonymousContext().service.appInstall.resolveToken(token);
+        const service = this.app.createAnonymousContext().service.appInstall;
+        // A client's join is throttled per IP (RATE_LIMIT_TOKEN_FAILURES); the server's own refreshes are not.
+        const info = await (ip === undefined ? service.resolveToken(token) : service.lookupToken(token, ip));
         const now = this.updatedWhileResolving.get(token) ?? 0;
         if (now === updates) return info && !this.revokedWhileResolving.has(token) ? info : null;
         updates = now;
@@ -190,11 +193,31 @@ export class Realtime {
     return this.serial(socket, () => this.doLeaveAll(socket), tooManyRequests);
   }
 
+  /** The socket's client address (set by the connection middleware; as ctx.clientIp for HTTP). */
+  private clientIpOf(socket: Socket): string {
+    const data = socket.data as { clientIp?: string };
+    if (data.clientIp === undefined) data.clientIp = requestIp(socket.request, this.app.settings.trustProxy);
+    return data.clientIp;
+  }
+
   private async doJoin(socket: Socket, token: string): Promise<AckResult> {
+    // Rejoining with a token this socket holds changes nothing: no lookup, no presence
+    // update, no `device-joined` to the room (a client looping on join-token would
+    // otherwise flood its own room); the joiner alone is answered `joined`.
+    const held = this.sockets.get(socket.id)?.state;
+    const heldInfo = held && !held.closed ? held.tokens.get(token) : undefined;
+    if (held && heldInfo) {
+      held.tokens.delete(token); // re-inserted last: the most recent join
+      held.tokens.set(token, heldInfo);
+      this.emitJoined(socket, held, token, heldInfo);
+      return { ok: true, uuid: heldInfo.uuid };
+    }
     let info;
     try {
-      info = await this.resolve(token);
+      info = await this.resolve(token, this.clientIpOf(socket));
     } catch (err) {
+      // Past RATE_LIMIT_TOKEN_FAILURES unknown tokens from this address: refused before any query.
+      if (err instanceof HttpError && err.status === 429) return tooManyRequests();
       // One line, no stack nor error properties: the failed query (err.sql) holds the token.
       if (isDatabaseUnavailable(err)) this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
       else this.app.logger.error('[realtime] token lookup failed: %s', describeError(err));
@@ -237,9 +260,14 @@ export class Realtime {
       return { ok: false, reason: 'invalid_token' };
     }
     this.io.to(uuid).emit('device-joined', { uuid, connections });
+    this.emitJoined(socket, state, token, info);
+    return { ok: true, uuid };
+  }
+
+  private emitJoined(socket: Socket, state: SocketState, token: string, info: TokenInfo) {
     socket.emit('joined', {
       by: 'token',
-      uuid,
+      uuid: info.uuid,
       token,
       tokenInfo: {
         isReadOnly: info.isReadOnly,
@@ -248,14 +276,15 @@ export class Realtime {
         userAgent: state.userAgent,
       },
     });
-    return { ok: true, uuid };
   }
 
   private async doLeaveToken(socket: Socket, token: string): Promise<AckResult> {
-    let info;
+    let info: TokenInfo | null | undefined = this.sockets.get(socket.id)?.state.tokens.get(token);
     try {
-      info = await this.resolve(token);
+      // A token this socket holds is known; any other is looked up, throttled like a join.
+      info ??= await this.resolve(token, this.clientIpOf(socket));
     } catch (err) {
+      if (err instanceof HttpError && err.status === 429) return tooManyRequests();
       this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
       return { ok: false, reason: 'database_error' };
     }

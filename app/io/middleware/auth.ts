@@ -16,6 +16,8 @@ function handshakeToken(query: Record<string, unknown>): string | undefined {
  */
 export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
   const socket = ctx.socket;
+  // The address failed token lookups are counted under (RATE_LIMIT_TOKEN_FAILURES), as for HTTP.
+  (socket.data as { clientIp?: string }).clientIp = ctx.clientIp;
   const token = handshakeToken(socket.handshake.query as Record<string, unknown>);
   if (token) {
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.

@@ -160,23 +160,57 @@ describe('test/app/io/channel.test.ts', () => {
           assert.deepStrictEqual(await online(), { success: true, devices: [] });
         });
 
-        it('rejoining (same token, or another token of the same device): device-joined with the count unchanged, then joined', async () => {
+        it('rejoining with another token of the same device: device-joined with the count unchanged, then joined', async () => {
           const { device, token } = await deviceWithToken();
           const other = (await installApp(device, { appId: 'other-app' })).token;
           const watcher = await connectJoined(combo, token, device.uuid, 1);
           const client = await connectJoined(combo, token, device.uuid, 2);
           assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
-          for (const t of [ token, other ]) {
-            assert.deepStrictEqual(await client.request('join-token', { token: t }), { ok: true, uuid: device.uuid });
-            assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
-            assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, t, combo.transport));
-            assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
-          }
+          assert.deepStrictEqual(await client.request('join-token', { token: other }), { ok: true, uuid: device.uuid });
+          assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
+          assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, other, combo.transport));
+          assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
           // Still one subscription per socket: one event per write.
           await kvSet(token, 'k', { v: 1 });
           await kvSet(token, 'k', { v: 2 });
           await expectUpsert(client, { uuid: device.uuid, key: 'k', created: true });
           await expectUpsert(client, { uuid: device.uuid, key: 'k', created: false });
+        });
+
+        it('rejoining with the token it already joined with: joined to the joiner only, nothing to the room, no lookup, no presence update', async () => {
+          const { device, token } = await deviceWithToken();
+          const watcher = await connectJoined(combo, token, device.uuid, 1);
+          const client = await connectJoined(combo, token, device.uuid, 2);
+          assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
+          const state = app.sharedState;
+          const presenceJoin = state.presenceJoin;
+          let presenceCalls = 0;
+          state.presenceJoin = (...args) => {
+            presenceCalls += 1;
+            return presenceJoin.apply(state, args);
+          };
+          app.tokenCache.clear(); // a lookup would have to go to the database: none is made
+          const queries: string[] = [];
+          app.model.addHook('afterQuery', 'rejoinSpy', (_options, query) => {
+            const sql = (query as unknown as { sql?: string }).sql ?? '';
+            if (sql.includes('app_installs')) queries.push(sql);
+          });
+          try {
+            for (let i = 0; i < 5; i++) {
+              assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
+              assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
+            }
+          } finally {
+            state.presenceJoin = presenceJoin;
+            app.model.removeHook('afterQuery', 'rejoinSpy');
+          }
+          assert.strictEqual(presenceCalls, 0);
+          assert.deepStrictEqual(queries, []);
+          // The room saw none of it: the next event of both sockets is the next write.
+          await kvSet(token, 'k', { v: 1 });
+          await expectUpsert(watcher, { uuid: device.uuid, key: 'k', created: true });
+          await expectUpsert(client, { uuid: device.uuid, key: 'k', created: true });
+          assert.deepStrictEqual(client.pending(), []);
         });
 
         it('join-token and leave-token sent back to back are applied in the order sent', async () => {
