@@ -34,17 +34,27 @@ function refuse(socket: Socket, packet: unknown[]) {
  * every packet before its packet middlewares run, and that context is what a flood of
  * packets costs. Installed here, before egg-socket.io's own `socket.use` (added on the
  * `connection` event, after the connection middlewares), a refused packet is answered
- * at once and never reaches egg: no context, no controller, no queue entry.
+ * at once and never reaches egg: no context, no controller, no queue entry. After
+ * SOCKET_PACKET_BURST refusals in a row the socket is disconnected (`io server disconnect`).
  */
 export default (app: Application) => async function packetLimit(ctx: Context, next: () => Promise<void>) {
   const { socketPacketRate: rate, socketPacketBurst: burst } = app.settings;
   if (rate > 0) {
     const socket = ctx.socket;
     const bucket = new PacketBucket(rate, burst);
+    let refusedInARow = 0;
     socket.use((packet, proceed) => {
-      if (bucket.take()) return proceed();
+      if (bucket.take()) {
+        refusedInARow = 0;
+        return proceed();
+      }
       // No proceed(): the packet goes no further.
+      if (socket.disconnected) return;
       refuse(socket, packet);
+      // A client that goes on sending a whole burst past its budget, with no packet
+      // accepted in between, is flooding: it is disconnected, which stops the server
+      // from reading (and answering) the rest of what it sent.
+      if (++refusedInARow >= burst) socket.disconnect(true);
     });
   }
   await next();

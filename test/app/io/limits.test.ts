@@ -66,19 +66,21 @@ describe('test/app/io/limits.test.ts', () => {
       after(() => stopServer());
 
       describe('[packets] io/middleware/packetLimit (SOCKET_PACKET_RATE, SOCKET_PACKET_BURST)', () => {
-        it('packets beyond the burst are answered at once like a full queue (ack too_many_requests / rate_limited), without an egg context; the socket stays connected', async () => {
+        it('packets beyond the burst are answered at once like a full queue (ack too_many_requests / rate_limited), without an egg context; a burst of refusals in a row disconnects the socket', async () => {
           const { device, token } = await deviceWithToken();
-          // One packet a minute after a burst of 4: nothing refills during the test.
+          // One packet a minute after a burst of 8: nothing refills during the test.
           mm(app.config.classworks, 'socketPacketRate', 1 / 60);
-          mm(app.config.classworks, 'socketPacketBurst', 4);
+          mm(app.config.classworks, 'socketPacketBurst', 8);
           const client = await connectJoined(combo, token, device.uuid, 1);
+          const other = await connectJoined(combo, token, device.uuid, 2);
+          assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
           await countingContexts(async contexts => {
-            // The burst: four packets handled (one egg context each).
-            for (let i = 0; i < 4; i++) {
+            // The burst: eight packets handled (one egg context each).
+            for (let i = 0; i < 8; i++) {
               assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
               assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
             }
-            assert.strictEqual(contexts(), 4);
+            assert.strictEqual(contexts(), 8);
             const from = client.mark();
             for (const [ event, args ] of [[ 'join-token', [{ token }]], [ 'leave-token', [{ token }]], [ 'leave-all', []]] as const) {
               assert.deepStrictEqual(await client.request(event, ...args), { ok: false, reason: 'too_many_requests' }, event);
@@ -87,19 +89,23 @@ describe('test/app/io/limits.test.ts', () => {
             assert.deepStrictEqual(await client.request('get-event-history', {}), { ok: false, reason: 'rate_limited' });
             client.send('join-token', { token: randomToken() }); // no ack: nothing answers
             client.send('unknown-event', 1);
-            assert.deepStrictEqual(await client.request('send-event', { type: 'chat', content: null }), { ok: false, reason: 'rate_limited' });
+            // Seven refusals in a row: still connected, still in its room.
             assert.deepStrictEqual(client.events.slice(from).map(e => [ e.event, e.args ]), [
               [ 'event-error', [{ reason: 'rate_limited' }]],
               [ 'event-history-error', [{ reason: 'rate_limited' }]],
-              [ 'event-error', [{ reason: 'rate_limited' }]],
             ]);
+            assert.strictEqual(client.connected, true);
             // None of the refused packets reached egg-socket.io.
-            assert.strictEqual(contexts(), 4);
+            assert.strictEqual(contexts(), 8);
+            await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 1 }).expect(200); // one HTTP context
+            assert.strictEqual((await client.waitFor('kv-key-changed')).key, 'k');
+            // The eighth refusal in a row: the server disconnects the flooding socket.
+            client.send('leave-all');
+            await eventually(() => assert.strictEqual(client.disconnectReason, 'io server disconnect'));
+            assert.strictEqual(contexts(), 9);
           });
-          assert.strictEqual(client.connected, true);
-          // Still in the room: the device's changes arrive.
-          await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 1 }).expect(200);
-          assert.strictEqual((await client.waitFor('kv-key-changed')).key, 'k');
+          // It left its room: the other member is told.
+          assert.deepStrictEqual(await other.waitFor('device-left'), { uuid: device.uuid, connections: 1 });
         });
 
         it('SOCKET_PACKET_RATE=0 turns the bound off', async () => {
