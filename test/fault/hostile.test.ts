@@ -506,15 +506,17 @@ describe('test/fault/hostile.test.ts floods (issue 10)', () => {
     peak = Math.max(peak, Cluster.rssKb(pid));
     console.log(`      worker ${pid} RSS ${Math.round(baseline / 1024)} MB -> peak ${Math.round(peak / 1024)} MB (+${Math.round((peak - baseline) / 1024)} MB); ` +
       `answers ${JSON.stringify(answers)}; concurrent client (same worker): ${latencies.length} rounds of GET + POST + send-event, p99 ${p99(latencies)} ms`);
+    const disconnectReason = flooder.disconnectReason;
+    flooder.close();
+    member.close();
     assert.deepStrictEqual(failures, []);
-    assert.strictEqual(flooder.disconnectReason, 'io server disconnect');
-    // SOCKET_PACKET_BURST (100) handled, then as many refused before the disconnect.
-    assert.ok(Object.values(answers).reduce((a, b) => a + b, 0) <= 200, JSON.stringify(answers));
+    assert.strictEqual(disconnectReason, 'io server disconnect');
+    // A burst handled (plus what SOCKET_PACKET_RATE refilled meanwhile), then SOCKET_PACKET_BURST
+    // refused in a row and the socket disconnected: the rest of the 50,000 was never read.
+    assert.ok(Object.values(answers).reduce((a, b) => a + b, 0) < FLOOD / 10, JSON.stringify(answers));
     assert.deepStrictEqual(Object.keys(answers).filter(k => k !== 'invalid_token' && k !== 'too_many_requests'), []);
     assert.ok(peak - baseline < 50 * 1024, `RSS grew by ${Math.round((peak - baseline) / 1024)} MB`);
     assert.deepStrictEqual(c.grepLogs(/AppWorkerDiedError|AgentWorkerDiedError/), []);
-    flooder.close();
-    member.close();
   });
 
   it('(2) random tokens sprayed over HTTP from one address: 401 up to RATE_LIMIT_TOKEN_FAILURES (30), then 429, cluster-wide; a valid token from other addresses is served on every worker', async () => {
