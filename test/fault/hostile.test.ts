@@ -371,11 +371,14 @@ describe('test/fault/hostile.test.ts', () => {
     console.log(`      ${emitted + 2000} hostile socket messages sent`);
     for (const s of sockets) s.close();
 
-    // Still one healthy cluster: fresh clients on both workers join and receive changes.
+    // Still one healthy cluster: fresh clients on both workers join and receive changes. From
+    // other addresses: .2 and .3 sprayed random tokens, past RATE_LIMIT_TOKEN_FAILURES an
+    // uncached token is refused from them for the rest of the minute (.4 and .5 land on the
+    // same workers as .2 and .3: egg's sticky master takes the address digits modulo 2).
     assert.strictEqual(c.masterPid, master);
     assert.deepStrictEqual(c.workerPids(), pids);
-    const a = await world.joined({ token: device.token, localAddress: '127.0.0.2' });
-    const b = await world.joined({ token: device.token, localAddress: '127.0.0.3' });
+    const a = await world.joined({ token: device.token, localAddress: '127.0.0.4' });
+    const b = await world.joined({ token: device.token, localAddress: '127.0.0.5' });
     const res = await request(c, 'POST', '/kv/after-hostile', { body: { ok: true }, headers: { 'x-app-token': device.token } });
     assert.strictEqual(res.status, 200, res.text);
     for (const s of [ a, b ]) await s.waitFor('kv-key-changed', p => p.key === 'after-hostile');

@@ -22,7 +22,11 @@ export default (app: Application) => async function auth(ctx: Context, next: () 
   if (token) {
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
     setImmediate(() => {
-      app.realtime.join(socket, token).catch(err => app.logger.error(err));
+      app.realtime.join(socket, token).then(result => {
+        // join-token answers a refusal through its ack; a handshake join has none: tell the
+        // client with join-error (its address is past RATE_LIMIT_TOKEN_FAILURES, or its queue is full).
+        if (!result.ok && result.reason === 'too_many_requests') socket.emit('join-error', { by: 'token', reason: 'too_many_requests' });
+      }).catch(err => app.logger.error(err));
     });
   }
   await next();

@@ -144,6 +144,12 @@ describe('test/app/io/limits.test.ts', () => {
             assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
             assert.deepStrictEqual(await client.request('leave-token', { token }), { ok: true, uuid: device.uuid });
             assert.strictEqual(lookups(), 3);
+            // A valid token this worker has not cached is refused from this address until the
+            // window ends; a handshake join, which has no ack, is told with join-error.
+            app.tokenCache.clear();
+            const late = await connect(combo, { query: { token } });
+            assert.deepStrictEqual(await late.expectNext('join-error'), { by: 'token', reason: 'too_many_requests' });
+            assert.strictEqual(lookups(), 3);
           });
         });
       });
