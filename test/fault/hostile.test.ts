@@ -508,7 +508,8 @@ describe('test/fault/hostile.test.ts floods (issue 10)', () => {
     }
     peak = Math.max(peak, Cluster.rssKb(pid));
     console.log(`      worker ${pid} RSS ${Math.round(baseline / 1024)} MB -> peak ${Math.round(peak / 1024)} MB (+${Math.round((peak - baseline) / 1024)} MB); ` +
-      `answers ${JSON.stringify(answers)}; concurrent client (same worker): ${latencies.length} rounds of GET + POST + send-event, p99 ${p99(latencies)} ms`);
+      `answers ${JSON.stringify(answers)}; concurrent client (same worker): ${latencies.length} rounds of GET + POST + send-event, p99 ${p99(latencies)} ms ` +
+      '(measured from this process, which also sends the flood: bench/flood.js measures from a process of its own)');
     const disconnectReason = flooder.disconnectReason;
     flooder.close();
     member.close();
