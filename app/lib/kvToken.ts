@@ -32,15 +32,16 @@ export function tokenQuotaId(token: string): string {
 }
 
 /**
- * The device behind the request's KV token, looked up once per request: the rate
- * limiter (which counts only tokens that exist) and kvAuth share the answer. The lookup
- * is throttled per client IP (AppInstallService.lookupToken: a 429 past
- * RATE_LIMIT_TOKEN_FAILURES failed lookups).
+ * The device behind the request's KV token (AppInstallService.lookupToken: throttled per
+ * client IP, a 429 past RATE_LIMIT_TOKEN_FAILURES failed lookups). Called by the rate
+ * limiter (which counts only tokens that exist) and again by kvAuth: a token found is
+ * looked up again (from the worker's cache), so a revocation that arrived while the
+ * limiter counted is seen; a token not found is remembered for the request, so it is
+ * neither queried nor counted as a failure twice.
  */
 export async function lookupKvToken(ctx: Context, token: string): Promise<TokenInfo | null> {
-  const memo = ctx.state.kvTokenLookup as { token: string; info: TokenInfo | null } | undefined;
-  if (memo && memo.token === token) return memo.info;
+  if (ctx.state.kvTokenUnknown === token) return null;
   const info = await ctx.service.appInstall.lookupToken(token, ctx.clientIp);
-  ctx.state.kvTokenLookup = { token, info };
+  if (!info) ctx.state.kvTokenUnknown = token;
   return info;
 }
