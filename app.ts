@@ -1,3 +1,5 @@
+import type { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
 import type { Application, IBoot } from 'egg';
 import IORedis from 'ioredis';
 import { createAdapter } from '@socket.io/redis-adapter';
@@ -13,6 +15,7 @@ import { LogTrimmer } from './app/lib/logTrimmer';
 import { Metrics } from './app/lib/metrics';
 import { CachedFetch } from './app/lib/cachedFetch';
 import { logPadding } from './app/lib/logRedaction';
+import { ConnectionsPerIp, requestIp } from './app/lib/socketLimits';
 
 export default class AppBoot implements IBoot {
   private adapterClients: IORedis[] = [];
@@ -39,6 +42,8 @@ export default class AppBoot implements IBoot {
     // egg-sequelize created app.model in its own configDidLoad (plugins come first) and
     // opens no connection before the next tick: every connection of the pool is bounded.
     installQueryTimeout(this.app.model, this.app.settings.dbQueryTimeoutMs);
+    // Before the `server` event, which egg-mock emits before didLoad.
+    this.limitConnectionsPerIp();
   }
 
   async didLoad() {
@@ -130,6 +135,54 @@ export default class AppBoot implements IBoot {
       this.adapterClients = [ pub, sub ];
       app.io.adapter(createAdapter(pub, sub, { key: `${s.redisPrefix}socket.io`, requestsTimeout: 3000 }));
     }
+  }
+
+  /**
+   * SOCKET_MAX_PER_IP: every Engine.IO handshake (websocket, or polling from Socket.IO 2.x
+   * (EIO3) and 4.x clients alike) passes engine.io's allowRequest before a session
+   * exists; an IP holding the limit is refused there (403). Counted when allowed (so a
+   * burst of handshakes cannot all pass before the first connects), released when the
+   * connection closes or its handshake fails. Per worker: the egg master routes every
+   * connection of one address to the same worker.
+   */
+  private limitConnectionsPerIp() {
+    const { app } = this;
+    const open = new ConnectionsPerIp();
+    const COUNTED = Symbol('ckv:countedIp');
+    type Req = IncomingMessage & { [COUNTED]?: string };
+    // egg-socket.io attached Socket.IO on this event before (its listener comes first).
+    app.on('server', () => {
+      const engine = app.io.engine as unknown as EventEmitter & {
+        opts: { allowRequest?: (req: IncomingMessage, fn: (err: string | null | undefined, ok: boolean) => void) => void };
+      };
+      const previous = engine.opts.allowRequest;
+      engine.opts.allowRequest = (req: Req, fn) => {
+        const ip = requestIp(req, app.settings.trustProxy);
+        if (!open.allows(ip, app.settings.socketMaxPerIp)) return fn('too many connections from this address', false);
+        open.opened(ip);
+        req[COUNTED] = ip;
+        if (!previous) return fn(null, true);
+        previous(req, (err, ok) => {
+          if (!ok) {
+            open.closed(ip);
+            delete req[COUNTED];
+          }
+          fn(err, ok);
+        });
+      };
+      engine.on('connection', (conn: EventEmitter & { request: Req }) => {
+        const ip = conn.request[COUNTED];
+        if (ip === undefined) return;
+        delete conn.request[COUNTED];
+        conn.once('close', () => open.closed(ip));
+      });
+      engine.on('connection_error', (err: { req?: Req }) => {
+        const ip = err.req?.[COUNTED];
+        if (ip === undefined) return;
+        delete err.req![COUNTED];
+        open.closed(ip);
+      });
+    });
   }
 
   async willReady() {

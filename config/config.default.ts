@@ -168,7 +168,7 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     },
     namespace: {
       '/': {
-        connectionMiddleware: [ 'auth' ],
+        connectionMiddleware: [ 'packetLimit', 'auth' ],
         packetMiddleware: [],
       },
     },

@@ -31,6 +31,12 @@ export interface RateLimitSettings {
   events: number;
   /** get-event-history requests per token per window, cluster-wide (0 disables). */
   history: number;
+  /**
+   * Failed token lookups (unknown KV tokens, HTTP and join-token) per client IP per window,
+   * cluster-wide (0 disables). Checked before the database lookup: past it, an uncached
+   * token from that IP is answered 429 (HTTP) or `too_many_requests` (socket) without a query.
+   */
+  tokenFailures: number;
   /** Window length in milliseconds (60 s, as in the contract). */
   windowMs: number;
 }
@@ -100,6 +106,17 @@ export interface Settings {
   revocationPollMs: number;
   /** How often each worker checks the tokens of its joined sockets against the database (ms; 0: only on a bus resync). */
   tokenRecheckMs: number;
+  /** How long a worker remembers that a token does not exist (ms); 0 disables the negative cache. */
+  tokenNegativeCacheMs: number;
+  /**
+   * Packets one socket may send per second, on average (a token bucket of
+   * `socketPacketBurst`); packets beyond are refused before any work is done for them
+   * (app/lib/socketLimits.ts). 0 disables.
+   */
+  socketPacketRate: number;
+  socketPacketBurst: number;
+  /** Socket.IO connections (websocket or polling, any protocol version) one client IP may hold on a worker (0 disables). */
+  socketMaxPerIp: number;
   /** Bytes of stored values each worker keeps for `GET /kv/:key` (0 disables; see app/lib/valueCache.ts). */
   valueCacheBytes: number;
   /**
@@ -389,6 +406,7 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd(), appEnv
       passwordTarget: readInt(env, 'RATE_LIMIT_PASSWORD_TARGET', 100),
       events: readInt(env, 'RATE_LIMIT_EVENTS', 120),
       history: readInt(env, 'RATE_LIMIT_HISTORY', 60),
+      tokenFailures: readInt(env, 'RATE_LIMIT_TOKEN_FAILURES', 30),
       windowMs: 60000,
     },
     bcryptCost: readInt(env, 'BCRYPT_COST', 10, 10, 15),
@@ -396,6 +414,10 @@ export function loadSettings(env: Env = process.env, cwd = process.cwd(), appEnv
     tokenCacheMax: readInt(env, 'TOKEN_CACHE_MAX', 50000, 1),
     revocationPollMs: readInt(env, 'REVOCATION_POLL_MS', 1000, 100, 60000),
     tokenRecheckMs: readOptionalMs(env, 'TOKEN_RECHECK_MS', 10000, 500, 3600000),
+    tokenNegativeCacheMs: readInt(env, 'TOKEN_NEGATIVE_CACHE_MS', 5000, 0, 60000),
+    socketPacketRate: readInt(env, 'SOCKET_PACKET_RATE', 20, 0, 100000),
+    socketPacketBurst: readInt(env, 'SOCKET_PACKET_BURST', 100, 1, 100000),
+    socketMaxPerIp: readInt(env, 'SOCKET_MAX_PER_IP', 1000, 0, 1000000),
     valueCacheBytes: readInt(env, 'VALUE_CACHE_BYTES', 32 * 1024 * 1024),
     dbQueryTimeoutMs: readOptionalMs(env, 'DB_QUERY_TIMEOUT_MS', 5000, 100, 3600000),
     kvWriteConnections: readInt(env, 'KV_WRITE_CONNECTIONS', 4, 1, 100),

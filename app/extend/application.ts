@@ -27,7 +27,7 @@ export default {
     const self = this as unknown as Record<symbol, TokenCache>;
     if (!self[TOKEN_CACHE]) {
       const s = (this as unknown as Application).config.classworks;
-      self[TOKEN_CACHE] = new TokenCache(s.tokenCacheTtlMs, s.tokenCacheMax);
+      self[TOKEN_CACHE] = new TokenCache(s.tokenCacheTtlMs, s.tokenCacheMax, s.tokenNegativeCacheMs);
     }
     return self[TOKEN_CACHE];
   },

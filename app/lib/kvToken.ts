@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { isPlainObject } from '../validator/common';
+import type { TokenInfo } from './tokenCache';
 
 export type TokenSource = 'header' | 'bearer' | 'query.token' | 'query.apptoken' | 'body.token' | 'body.apptoken';
 
@@ -28,4 +29,19 @@ export function extractKvToken(ctx: Context): { token: string; source: TokenSour
 /** The id a token's quotas are counted under (HTTP rate limits, send-event, history): its SHA-256, so the token itself never becomes a Redis key. */
 export function tokenQuotaId(token: string): string {
   return crypto.createHash('sha256').update(token).digest('base64url');
+}
+
+/**
+ * The device behind the request's KV token (AppInstallService.lookupToken: throttled per
+ * client IP, a 429 past RATE_LIMIT_TOKEN_FAILURES failed lookups). Called by the rate
+ * limiter (which counts only tokens that exist) and again by kvAuth: a token found is
+ * looked up again (from the worker's cache), so a revocation that arrived while the
+ * limiter counted is seen; a token not found is remembered for the request, so it is
+ * neither queried nor counted as a failure twice.
+ */
+export async function lookupKvToken(ctx: Context, token: string): Promise<TokenInfo | null> {
+  if (ctx.state.kvTokenUnknown === token) return null;
+  const info = await ctx.service.appInstall.lookupToken(token, ctx.clientIp);
+  if (!info) ctx.state.kvTokenUnknown = token;
+  return info;
 }

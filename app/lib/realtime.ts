@@ -3,8 +3,9 @@ import type { Socket } from 'socket.io';
 import type { KvChange } from './kvEvents';
 import type { TokenInfo } from './tokenCache';
 import { ChangeFeeds } from './changeFeed';
-import { describeError, isDatabaseUnavailable } from './errors';
+import { HttpError, describeError, isDatabaseUnavailable } from './errors';
 import { SocketQueues } from './socketQueue';
+import { requestIp } from './socketLimits';
 import { describeUserAgent, deviceNameOf } from './userAgent';
 import { hashToken } from './revocations';
 
@@ -38,6 +39,27 @@ interface SocketState {
   userAgent: string;
   clientName: string;
   closed: boolean;
+  /** Rejoin announcements left (takeRejoin), and when they were last counted. */
+  rejoins?: { left: number; at: number };
+}
+
+/** Rejoins with a held token announced to the room per socket at once, and the time one more takes. */
+export const REJOIN_BURST = 3;
+export const REJOIN_REFILL_MS = 10000;
+
+/** Takes one rejoin announcement of the socket's budget (a token bucket); false when none is left. */
+export function takeRejoin(state: Pick<SocketState, 'rejoins'>, now: number): boolean {
+  const b = state.rejoins ?? { left: REJOIN_BURST, at: now };
+  const gained = Math.floor((now - b.at) / REJOIN_REFILL_MS);
+  const left = Math.min(REJOIN_BURST, b.left + gained);
+  // Refill time counts from the last refill, or from now when the bucket was full.
+  const at = left === REJOIN_BURST ? now : b.at + gained * REJOIN_REFILL_MS;
+  if (left === 0) {
+    state.rejoins = { left, at };
+    return false;
+  }
+  state.rejoins = { left: left - 1, at };
+  return true;
 }
 
 /** What a socket sends events and reads history as (send-event, get-event-history). */
@@ -146,12 +168,14 @@ export class Realtime {
    * dead token that no later revocation message would ever remove. An update (its note)
    * that arrives meanwhile makes it look again: the row may have been read before it.
    */
-  private async resolve(token: string) {
+  private async resolve(token: string, ip?: string) {
     this.resolving.set(token, (this.resolving.get(token) ?? 0) + 1);
     try {
       let updates = this.updatedWhileResolving.get(token) ?? 0;
       for (;;) {
-        const info = await this.app.createAnonymousContext().service.appInstall.resolveToken(token);
+        const service = this.app.createAnonymousContext().service.appInstall;
+        // A client's join is throttled per IP (RATE_LIMIT_TOKEN_FAILURES); the server's own refreshes are not.
+        const info = await (ip === undefined ? service.resolveToken(token) : service.lookupToken(token, ip));
         const now = this.updatedWhileResolving.get(token) ?? 0;
         if (now === updates) return info && !this.revokedWhileResolving.has(token) ? info : null;
         updates = now;
@@ -243,11 +267,23 @@ export class Realtime {
     return this.serial(socket, () => this.doLeaveAll(socket), tooManyRequests);
   }
 
+  /** The socket's client address (set by the connection middleware; as ctx.clientIp for HTTP). */
+  private clientIpOf(socket: Socket): string {
+    const data = socket.data as { clientIp?: string };
+    if (data.clientIp === undefined) data.clientIp = requestIp(socket.request, this.app.settings.trustProxy);
+    return data.clientIp;
+  }
+
   private async doJoin(socket: Socket, token: string, since: number | undefined): Promise<AckResult> {
+    const held = this.sockets.get(socket.id)?.state;
+    const heldInfo = held && !held.closed ? held.tokens.get(token) : undefined;
+    if (held && heldInfo) return this.rejoin(socket, held, token, heldInfo, since);
     let info;
     try {
-      info = await this.resolve(token);
+      info = await this.resolve(token, this.clientIpOf(socket));
     } catch (err) {
+      // Past RATE_LIMIT_TOKEN_FAILURES unknown tokens from this address: refused before any query.
+      if (err instanceof HttpError && err.status === 429) return tooManyRequests();
       // One line, no stack nor error properties: the failed query (err.sql) holds the token.
       if (isDatabaseUnavailable(err)) this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
       else this.app.logger.error('[realtime] token lookup failed: %s', describeError(err));
@@ -294,9 +330,41 @@ export class Realtime {
       return { ok: false, reason: 'invalid_token' };
     }
     this.io.to(uuid).emit('device-joined', { uuid, connections });
+    this.emitJoined(socket, state, token, info);
+    this.feeds.release(socket.id, uuid);
+    return { ok: true, uuid };
+  }
+
+  /**
+   * Rejoining with a token this socket holds: no lookup (the socket holds what it resolved
+   * to). CONTRACT.md §4: `device-joined` to the room (count unchanged), then `joined`. A
+   * client looping on join-token would flood its own room that way, so each socket has
+   * REJOIN_BURST such announcements, one more every REJOIN_REFILL_MS; past them the
+   * joiner alone is answered `joined` (no presence update, nothing to the room).
+   * With `since` the socket is caught up again from there (§7).
+   */
+  private async rejoin(socket: Socket, state: SocketState, token: string, info: TokenInfo, since: number | undefined): Promise<AckResult> {
+    const { uuid } = info;
+    state.tokens.delete(token); // re-inserted last: the most recent join
+    state.tokens.set(token, info);
+    this.feeds.join(socket, { deviceId: info.deviceId, uuid }, since);
+    if (takeRejoin(state, Date.now())) {
+      const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
+      if (state.closed || !state.rooms.get(uuid)?.has(token)) {
+        this.feeds.release(socket.id, uuid);
+        return { ok: false, reason: 'invalid_token' };
+      }
+      this.io.to(uuid).emit('device-joined', { uuid, connections });
+    }
+    this.emitJoined(socket, state, token, info);
+    this.feeds.release(socket.id, uuid);
+    return { ok: true, uuid };
+  }
+
+  private emitJoined(socket: Socket, state: SocketState, token: string, info: TokenInfo) {
     socket.emit('joined', {
       by: 'token',
-      uuid,
+      uuid: info.uuid,
       token,
       tokenInfo: {
         isReadOnly: info.isReadOnly,
@@ -305,15 +373,15 @@ export class Realtime {
         userAgent: state.userAgent,
       },
     });
-    this.feeds.release(socket.id, uuid);
-    return { ok: true, uuid };
   }
 
   private async doLeaveToken(socket: Socket, token: string): Promise<AckResult> {
-    let info;
+    let info: TokenInfo | null | undefined = this.sockets.get(socket.id)?.state.tokens.get(token);
     try {
-      info = await this.resolve(token);
+      // A token this socket holds is known; any other is looked up, throttled like a join.
+      info ??= await this.resolve(token, this.clientIpOf(socket));
     } catch (err) {
+      if (err instanceof HttpError && err.status === 429) return tooManyRequests();
       this.app.logger.warn('[realtime] token lookup failed: %s', describeError(err));
       return { ok: false, reason: 'database_error' };
     }

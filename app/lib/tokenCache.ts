@@ -15,12 +15,19 @@ export interface TokenInfo {
  * Per-worker cache of token → device. Bounded (oldest entries evicted first) and
  * time-limited; uninstalling a token deletes it from every worker's cache through
  * the shared-state bus, and a worker that lost its Redis link clears it entirely.
+ *
+ * It also remembers, briefly (`negativeTtlMs`, a few seconds), tokens that do not exist:
+ * a client retrying a dead token costs no query. A token created afterwards (install)
+ * is deleted from every worker's cache through the same bus (`token-updated`), so a
+ * negative entry never outlives the creation of its token.
  */
 export class TokenCache {
   private readonly map = new Map<string, { info: TokenInfo; expiresAt: number }>();
+  /** token → until when it is known not to exist. */
+  private readonly unknown = new Map<string, number>();
   private gen = 0;
 
-  constructor(private readonly ttlMs: number, private readonly max: number) {}
+  constructor(private readonly ttlMs: number, private readonly max: number, private readonly negativeTtlMs = 0) {}
 
   get(token: string): TokenInfo | undefined {
     if (this.ttlMs === 0) return undefined;
@@ -55,13 +62,39 @@ export class TokenCache {
     return this.map.keys();
   }
 
+  /** True while `token` is remembered as not existing (setUnknown). */
+  isUnknown(token: string): boolean {
+    const until = this.unknown.get(token);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.unknown.delete(token);
+    return false;
+  }
+
+  /**
+   * Remembers that the lookup of `token` found nothing. Like set(), ignored when the
+   * cache was invalidated since `generation` was taken: a lookup that raced with the
+   * token's creation never leaves a negative entry behind it.
+   */
+  setUnknown(token: string, generation: number) {
+    if (this.negativeTtlMs === 0 || generation !== this.gen) return;
+    if (this.unknown.size >= this.max) {
+      const oldest = this.unknown.keys().next().value;
+      if (oldest !== undefined) this.unknown.delete(oldest);
+    }
+    this.unknown.delete(token); // re-inserted last: eviction stays oldest-first
+    this.unknown.set(token, Date.now() + this.negativeTtlMs);
+  }
+
   delete(token: string) {
     this.gen += 1;
     this.map.delete(token);
+    this.unknown.delete(token);
   }
 
   clear() {
     this.gen += 1;
     this.map.clear();
+    this.unknown.clear();
   }
 }

@@ -1,22 +1,23 @@
 import type { Context } from 'egg';
 import { HttpError } from '../lib/errors';
-import { extractKvToken, tokenQuotaId } from '../lib/kvToken';
+import { extractKvToken, lookupKvToken, tokenQuotaId } from '../lib/kvToken';
 
 type Bucket = 'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch';
 
 /** Which quota a request counts against, and whose it is; undefined = not counted. */
-function classify(ctx: Context): { bucket: Bucket; id: string } | undefined {
+function classify(ctx: Context): { bucket: Bucket; id: string; token?: string } | undefined {
   const p = ctx.path;
   if (p === '/kv' || p.startsWith('/kv/')) {
     // The jsonBody middleware ran before: a token inside a text or form body is visible.
     const found = extractKvToken(ctx);
     if (!found) return undefined; // answered 401 by kvAuth, nothing to count against
-    const id = tokenQuotaId(found.token);
+    const token = found.token;
+    const id = tokenQuotaId(token);
     const m = ctx.method;
-    if (m === 'GET' || m === 'HEAD') return { bucket: 'kvRead', id };
-    if (m === 'DELETE') return { bucket: 'kvDelete', id };
-    if (m === 'POST' && p === '/kv/_batchimport') return { bucket: 'kvBatch', id };
-    return { bucket: 'kvWrite', id };
+    if (m === 'GET' || m === 'HEAD') return { bucket: 'kvRead', id, token };
+    if (m === 'DELETE') return { bucket: 'kvDelete', id, token };
+    if (m === 'POST' && p === '/kv/_batchimport') return { bucket: 'kvBatch', id, token };
+    return { bucket: 'kvWrite', id, token };
   }
   if (/^\/(devices|apps|auth|auto-auth|accounts)(\/|$)/.test(p) && ctx.method !== 'OPTIONS') {
     return { bucket: 'ip', id: ctx.clientIp };
@@ -28,12 +29,19 @@ function classify(ctx: Context): { bucket: Bucket; id: string } | undefined {
  * Fixed one-minute windows shared by every worker (Redis) or kept in process
  * (embedded). Answers carry RateLimit-Policy / RateLimit headers; a refused one is
  * a JSON 429 with Retry-After. If Redis is unreachable the request is let through.
+ *
+ * A KV token's quota is counted only once the token is known to exist: a client
+ * presenting random tokens would otherwise get a fresh quota (and a fresh counter) for
+ * each. Unknown tokens are counted per client IP by the lookup itself
+ * (RATE_LIMIT_TOKEN_FAILURES, app/service/appInstall.ts lookupToken) and answered 401
+ * by kvAuth, or 429 past that limit.
  */
 export default () => async function rateLimit(ctx: Context, next: () => Promise<void>) {
   const target = classify(ctx);
   const settings = ctx.app.settings.rateLimit;
   const limit = target ? settings[target.bucket] : 0;
   if (!target || limit <= 0) return next();
+  if (target.token !== undefined && !await lookupKvToken(ctx, target.token)) return next();
 
   let hit;
   try {

@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import { Service } from 'egg';
-import { notFound } from '../lib/errors';
+import { describeError, notFound } from '../lib/errors';
 import { newToken } from '../lib/password';
+import { failureThrottle } from '../lib/throttle';
 import type { TokenInfo } from '../lib/tokenCache';
 import type { AppInstallAttributes } from '../model/appInstall';
 import type { DeviceAttributes } from '../model/device';
@@ -62,6 +63,7 @@ export default class AppInstallService extends Service {
       deviceType: kind.deviceType ?? null,
       isReadOnly: kind.isReadOnly ?? false,
     })).get({ plain: true });
+    await this.forgetUnknown(row.token);
     return {
       id: row.id,
       appId: row.appId,
@@ -103,10 +105,13 @@ export default class AppInstallService extends Service {
 
   /** token → device, from this worker's cache or one indexed query. */
   async resolveToken(token: string): Promise<TokenInfo | null> {
+    const cache = this.app.tokenCache;
     // Cache hits only while this worker reads the revocation record (app/lib/revocations.ts).
-    const cached = this.app.revocations.current ? this.app.tokenCache.get(token) : undefined;
+    const cached = this.app.revocations.current ? cache.get(token) : undefined;
     if (cached) return cached;
-    const generation = this.app.tokenCache.generation;
+    // Looked up a few seconds ago and not found (TOKEN_NEGATIVE_CACHE_MS).
+    if (cache.isUnknown(token)) return null;
+    const generation = cache.generation;
     // Tokens are printable ASCII; anything else (NUL, control characters, huge strings)
     // is never looked up, whichever path (HTTP or socket) it came from.
     if (!/^[\x21-\x7e]{1,255}$/.test(token)) return null;
@@ -118,7 +123,10 @@ export default class AppInstallService extends Service {
     ) as TokenRow[])
       // The token column uses a case-insensitive collation on MySQL: compare exactly here.
       .filter(r => r.token === token);
-    if (rows.length === 0) return null;
+    if (rows.length === 0) {
+      cache.setUnknown(token, generation);
+      return null;
+    }
     const r = rows[0];
     const info: TokenInfo = {
       installId: r.installId,
@@ -132,5 +140,42 @@ export default class AppInstallService extends Service {
     };
     this.app.tokenCache.set(info, generation);
     return info;
+  }
+
+  /**
+   * resolveToken() for a client at `ip` (kvAuth and the rate limiter, join-token): a
+   * token in this worker's cache (known or known not to exist) answers at once; any
+   * other one is looked up only while `ip` has fewer than RATE_LIMIT_TOKEN_FAILURES failed
+   * lookups in the window, cluster-wide. The check comes before the query, so a client
+   * spraying random tokens costs one shared-state read per request and no query once
+   * past the limit; a token not found counts one failure. A valid token keeps working
+   * from other addresses, and from this one while it is cached.
+   * Throws the 429 (HttpError RATE_LIMITED) past the limit.
+   */
+  async lookupToken(token: string, ip: string): Promise<TokenInfo | null> {
+    const cache = this.app.tokenCache;
+    const cached = this.app.revocations.current ? cache.get(token) : undefined;
+    if (cached) return cached;
+    if (cache.isUnknown(token)) return null;
+    const throttle = failureThrottle(this.ctx, 'tokenfail', ip, undefined, 'token');
+    await throttle.check();
+    const info = await this.resolveToken(token);
+    if (!info) await throttle.fail();
+    return info;
+  }
+
+  /**
+   * A token was just created: no worker may still remember it as unknown (negative
+   * cache), here nor on the others (the bus's `token-updated`, which drops the token from
+   * every worker's cache). If the bus is down, the other workers' entries expire within
+   * TOKEN_NEGATIVE_CACHE_MS.
+   */
+  private async forgetUnknown(token: string) {
+    this.app.tokenCache.delete(token);
+    try {
+      await this.app.sharedState.publish({ type: 'token-updated', token });
+    } catch (err) {
+      this.ctx.logger.warn('[apps] token creation broadcast failed: %s', describeError(err));
+    }
   }
 }

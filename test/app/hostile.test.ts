@@ -1,7 +1,32 @@
 import assert from 'node:assert';
-import { app } from 'egg-mock/bootstrap';
+import { REJOIN_BURST, REJOIN_REFILL_MS } from '../../app/lib/realtime';
+import crypto from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { app, mm } from 'egg-mock/bootstrap';
 import { deviceWithToken, overrideRateLimits, restoreRateLimits } from '../support/factories';
-import { openClient, startServer, stopServer } from '../support/socket';
+import { assertTooMany } from '../support/assertions';
+import { openClient, openJoined, startServer, stopServer, withTimeout } from '../support/socket';
+
+const randomToken = () => crypto.randomBytes(32).toString('hex');
+
+/** Counts the database queries on app_installs (token lookups) while `fn` runs. */
+async function countingLookups<T>(fn: (lookups: () => number) => Promise<T>): Promise<T> {
+  let n = 0;
+  app.model.addHook('afterQuery', 'hostileLookups', (_options, query) => {
+    if (((query as unknown as { sql?: string }).sql ?? '').includes('app_installs')) n += 1;
+  });
+  try {
+    return await fn(() => n);
+  } finally {
+    app.model.removeHook('afterQuery', 'hostileLookups');
+  }
+}
+
+/** The 99th percentile of `values` (ms). */
+function p99(values: number[]): number {
+  const sorted = [ ...values ].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)] ?? 0;
+}
 
 const EMPTY_VALUE = { success: false, message: '请提供有效的JSON值', details: null };
 const TOO_DEEP = { success: false, message: 'JSON值嵌套过深：最多 1000 层', details: { maxDepth: 1000 }, code: 'JSON_TOO_DEEP' };
@@ -299,8 +324,10 @@ describe('test/app/hostile.test.ts', () => {
     afterEach(() => restoreRateLimits());
 
     it('every junk payload is answered with a refusal (or relayed when valid), the socket stays connected, nothing is polluted, the server keeps answering', async () => {
-      // The junk must reach the handlers: ~120 history requests of one token would pass RATE_LIMIT_HISTORY.
+      // The junk must reach the handlers: ~120 history requests of one token would pass RATE_LIMIT_HISTORY,
+      // ~120 packets of one socket its SOCKET_PACKET_BURST.
       overrideRateLimits({ history: 0 });
+      mm(app.config.classworks, 'socketPacketRate', 0);
       app.mockLog('coreLogger');
       app.mockLog('logger');
       const deep = JSON.parse('['.repeat(500) + ']'.repeat(500));
@@ -346,6 +373,129 @@ describe('test/app/hostile.test.ts', () => {
       assert.strictEqual(Object.values(history.devices as Record<string, Array<{ type: string }>>)[0][0].type, 'after-junk');
       await app.httpRequest().get('/check').expect(200);
       for (const logger of [ 'coreLogger', 'logger' ]) app.notExpectLog(/ERROR|controller execute error/, logger);
+    });
+  });
+
+  describe('floods (issue 10): one client must not exhaust a worker', () => {
+    let url = '';
+    before(async () => {
+      url = await startServer();
+    });
+    after(() => stopServer());
+    afterEach(() => restoreRateLimits());
+
+    it('(1) 50,000 join-token packets with random tokens on one websocket: at most SOCKET_PACKET_BURST reach egg, at most RATE_LIMIT_TOKEN_FAILURES lookups, the flooder is disconnected; a concurrent client is served throughout', async () => {
+      const FLOOD = 50000;
+      const { burst, failures } = { burst: app.settings.socketPacketBurst, failures: app.settings.rateLimit.tokenFailures };
+      // Nothing refills during the flood: the bound below is exact whatever the speed of the machine.
+      mm(app.config.classworks, 'socketPacketRate', 1 / 3600);
+      const { device, token } = await deviceWithToken();
+      const member = await openJoined(url, { token, transport: 'websocket' });
+      const flooder = openClient(url, { transport: 'websocket' });
+      await flooder.waitConnected();
+      const request = app.io.of('/').sockets.get(flooder.id)!.request;
+      let floodContexts = 0;
+      const createContext = app.createContext;
+      app.createContext = function(this: unknown, req: IncomingMessage, ...rest: unknown[]) {
+        if (req === request) floodContexts += 1;
+        return (createContext as (...args: unknown[]) => ReturnType<typeof createContext>).call(this, req, ...rest);
+      } as typeof createContext;
+      const answers: Record<string, number> = {};
+      const latencies: number[] = [];
+      try {
+        await countingLookups(async lookups => {
+          // Answered until the server disconnects it (a burst of refusals in a row).
+          const disconnected = new Promise<void>(resolve => flooder.raw.once('disconnect', () => resolve()));
+          const onAck = (a: { ok: boolean; reason?: string }) => {
+            const k = a.ok ? 'ok' : String(a.reason);
+            answers[k] = (answers[k] ?? 0) + 1;
+          };
+          for (let i = 0; i < FLOOD; i++) flooder.raw.emit('join-token', { token: randomToken() }, onAck);
+          // Meanwhile another client reads, writes and relays: every request succeeds.
+          let flooding = true;
+          const concurrent = (async () => {
+            let n = 0;
+            while (flooding || n < 20) {
+              const t0 = Date.now();
+              await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
+              await app.httpRequest().post('/kv/during').set('x-app-token', token).send({ n }).expect(200);
+              const ack = await member.request('send-event', { type: 'during', content: { n } });
+              assert.strictEqual(ack.ok, true, JSON.stringify(ack));
+              latencies.push(Date.now() - t0);
+              n += 1;
+            }
+          })();
+          await withTimeout(disconnected, 'the flooder to be disconnected', 120000);
+          flooding = false;
+          await concurrent;
+          assert.ok(lookups() <= failures, `${lookups()} lookups`);
+        });
+      } finally {
+        app.createContext = createContext;
+      }
+      console.log(`      flood answers: ${JSON.stringify(answers)}; concurrent client: ${latencies.length} rounds (HTTP read + HTTP write + send-event), p99 ${p99(latencies)} ms (in-process: the flooding client shares the event loop; bench/flood.js measures a real worker)`);
+      assert.ok(floodContexts <= burst, `${floodContexts} egg contexts for the flooder's packets`);
+      assert.strictEqual(flooder.disconnectReason, 'io server disconnect');
+      // At most the burst reached the handlers, and the next burst was refused before the disconnect.
+      assert.ok(Object.values(answers).reduce((a, b) => a + b, 0) <= 2 * burst, JSON.stringify(answers));
+      assert.deepStrictEqual(Object.keys(answers).filter(k => k !== 'invalid_token' && k !== 'too_many_requests'), []);
+      assert.ok((answers.invalid_token ?? 0) <= failures, JSON.stringify(answers));
+      assert.strictEqual(member.connected, true);
+      // The member is still in its room.
+      await app.httpRequest().post('/kv/after').set('x-app-token', token).send({}).expect(200);
+      assert.strictEqual((await member.waitFor('kv-key-changed', p => p.key === 'after')).uuid, device.uuid);
+    });
+
+    it('(2) 500 requests with random tokens from one address: 401 up to RATE_LIMIT_TOKEN_FAILURES, then 429 without a lookup; a valid token from another address is served', async () => {
+      const { token } = await deviceWithToken();
+      mm(app.config, 'proxy', true);
+      const limit = app.settings.rateLimit.tokenFailures;
+      const statuses: Record<number, number> = {};
+      await countingLookups(async lookups => {
+        for (let i = 0; i < 500; i++) {
+          const res = await app.httpRequest().get(i % 2 ? '/kv/_info' : '/kv/k').set('x-app-token', randomToken()).set('X-Forwarded-For', '203.0.113.50');
+          statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+          if (i >= limit) assertTooMany(res, limit, 'requests');
+        }
+        assert.strictEqual(lookups(), limit);
+        app.tokenCache.clear();
+        await app.httpRequest().get('/kv/_info').set('x-app-token', token).set('X-Forwarded-For', '198.51.100.50').expect(200);
+      });
+      assert.deepStrictEqual(statuses, { 401: limit, 429: 500 - limit });
+    });
+
+    it('(7) 2,001 join-token of one token on one socket: the room\'s other member receives one device-joined per join announced (REJOIN_BURST, then one per REJOIN_REFILL_MS)', async () => {
+      // The joins must reach the handler: one socket's 2,001 packets would pass SOCKET_PACKET_BURST.
+      mm(app.config.classworks, 'socketPacketRate', 0);
+      const { device, token } = await deviceWithToken();
+      const member = await openJoined(url, { token, transport: 'websocket' });
+      const from = member.mark();
+      const joiner = openClient(url, { transport: 'websocket' });
+      await joiner.waitConnected();
+      let presenceJoins = 0;
+      const presenceJoin = app.sharedState.presenceJoin;
+      mm(app.sharedState, 'presenceJoin', (...args: Parameters<typeof presenceJoin>) => {
+        presenceJoins += 1;
+        return presenceJoin.apply(app.sharedState, args);
+      });
+      // In batches below the socket's queue bound (64): every join is served.
+      const started = Date.now();
+      for (let sent = 0; sent < 2001;) {
+        const batch = Math.min(50, 2001 - sent);
+        const acks = await Promise.all(Array.from({ length: batch }, () => joiner.requestWithin(30000, 'join-token', { token })));
+        for (const a of acks) assert.deepStrictEqual(a, { ok: true, uuid: device.uuid });
+        sent += batch;
+      }
+      await app.httpRequest().post('/kv/marker').set('x-app-token', token).send({}).expect(200);
+      await member.waitFor('kv-key-changed', p => p.key === 'marker', { since: from });
+      // The first join, then the contract's rejoin announcement (§4) while the socket's budget lasts.
+      const announced = 1 + REJOIN_BURST + Math.floor((Date.now() - started) / REJOIN_REFILL_MS);
+      const seen = member.payloads('device-joined', from);
+      assert.ok(seen.length >= 1 + REJOIN_BURST && seen.length <= announced, `${seen.length} device-joined`);
+      for (const p of seen) assert.deepStrictEqual(p, { uuid: device.uuid, connections: 2 });
+      assert.strictEqual(joiner.named('device-joined').length, seen.length);
+      assert.strictEqual(joiner.named('joined').length, 2001);
+      assert.strictEqual(presenceJoins, seen.length);
     });
   });
 });

@@ -17,7 +17,7 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(s.trustProxy, false);
       assert.strictEqual(s.bodyLimit, '2mb');
       assert.strictEqual(s.batchLimit, 1000);
-      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, passwordTarget: 100, events: 120, history: 60, windowMs: 60000 });
+      assert.deepStrictEqual(s.rateLimit, { ip: 100, kvRead: 1024, kvWrite: 512, kvDelete: 256, kvBatch: 128, password: 10, passwordTarget: 100, events: 120, history: 60, tokenFailures: 30, windowMs: 60000 });
       assert.strictEqual(s.metricsToken, undefined);
       assert.strictEqual(s.changesRetention, 1000);
       assert.strictEqual(s.workers, 1);
@@ -47,6 +47,24 @@ describe('test/config/env.test.ts', () => {
       assert.strictEqual(loadSettings({ ADMIN_TOKEN: ' ' }, '/').adminToken, undefined);
       assert.strictEqual(loadSettings({ ADMIN_TOKEN: 'a'.repeat(16) }, '/').adminToken, 'a'.repeat(16));
       assert.throws(() => loadSettings({ ADMIN_TOKEN: 'short' }, '/'), /ADMIN_TOKEN must be at least 16 characters long/);
+    });
+
+    it('reads the hardening settings: RATE_LIMIT_TOKEN_FAILURES, TOKEN_NEGATIVE_CACHE_MS, SOCKET_PACKET_RATE/_BURST, SOCKET_MAX_PER_IP', () => {
+      const d = loadSettings({}, '/');
+      assert.deepStrictEqual(
+        [ d.rateLimit.tokenFailures, d.tokenNegativeCacheMs, d.socketPacketRate, d.socketPacketBurst, d.socketMaxPerIp ],
+        [ 30, 5000, 20, 100, 1000 ],
+      );
+      const s = loadSettings({
+        RATE_LIMIT_TOKEN_FAILURES: '0', TOKEN_NEGATIVE_CACHE_MS: '0', SOCKET_PACKET_RATE: '0', SOCKET_PACKET_BURST: '7', SOCKET_MAX_PER_IP: '0',
+      }, '/');
+      assert.deepStrictEqual(
+        [ s.rateLimit.tokenFailures, s.tokenNegativeCacheMs, s.socketPacketRate, s.socketPacketBurst, s.socketMaxPerIp ],
+        [ 0, 0, 0, 7, 0 ],
+      );
+      assert.throws(() => loadSettings({ RATE_LIMIT_TOKEN_FAILURES: '-1' }, '/'), ConfigError);
+      assert.throws(() => loadSettings({ SOCKET_PACKET_BURST: '0' }, '/'), ConfigError);
+      assert.throws(() => loadSettings({ TOKEN_NEGATIVE_CACHE_MS: '5s' }, '/'), ConfigError);
     });
 
     it('reads DB_QUERY_TIMEOUT_MS; 0 turns the bound off', () => {

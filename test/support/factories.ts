@@ -67,7 +67,7 @@ const savedRateLimits: Array<Record<string, number>> = [];
  * Changes rate limits (app.config.classworks.rateLimit) for one test. Pair it with
  * `restoreRateLimits()` in an afterEach so no other test sees the change.
  */
-export function overrideRateLimits(values: Partial<Record<'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch' | 'password' | 'passwordTarget' | 'events' | 'history', number>>) {
+export function overrideRateLimits(values: Partial<Record<'ip' | 'kvRead' | 'kvWrite' | 'kvDelete' | 'kvBatch' | 'password' | 'passwordTarget' | 'events' | 'history' | 'tokenFailures', number>>) {
   const limits = app.config.classworks.rateLimit as unknown as Record<string, number>;
   savedRateLimits.push({ ...limits });
   Object.assign(limits, values);

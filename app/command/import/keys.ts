@@ -99,7 +99,7 @@ async function writeKeys(w: Walk, states: Map<number, DeviceState>, fresh: Sourc
   const flush = async () => {
     if (rows.length === 0) return;
     // The query generator of the models' tables, without building a model instance per row
-    // (measured: a third of the write pass's CPU, docs/PERFORMANCE.md §5).
+    // (measured: a third of the write pass's CPU, docs/PERFORMANCE.md §6).
     const qi = w.target.sequelize.getQueryInterface();
     await qi.bulkInsert(w.target.KvEntry.getTableName() as string, rows, { transaction: t }, w.target.KvEntry.getAttributes());
     if (log.length) await qi.bulkInsert(w.target.DeviceLog.getTableName() as string, log, { transaction: t }, w.target.DeviceLog.getAttributes());

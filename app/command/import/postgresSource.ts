@@ -43,7 +43,7 @@ export class PostgresSource extends SqlSource {
   /**
    * Epoch milliseconds, truncated like the Date node-postgres would build (timestamptz(6)
    * keeps microseconds; this server keeps milliseconds), without parsing a date string per
-   * row (measured: the largest single cost of reading keys, docs/PERFORMANCE.md §5).
+   * row (measured: the largest single cost of reading keys, docs/PERFORMANCE.md §6).
    */
   protected timeMs(column: string) {
     return `floor(extract(epoch from ${column}) * 1000)::bigint`;

@@ -18,6 +18,8 @@ function handshakeToken(query: Record<string, unknown>): string | undefined {
  */
 export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
   const socket = ctx.socket;
+  // The address failed token lookups are counted under (RATE_LIMIT_TOKEN_FAILURES), as for HTTP.
+  (socket.data as { clientIp?: string }).clientIp = ctx.clientIp;
   const query = socket.handshake.query as Record<string, unknown>;
   const token = handshakeToken(query);
   if (token) {
@@ -26,7 +28,11 @@ export default (app: Application) => async function auth(ctx: Context, next: () 
     // Socket.IO sends the CONNECT packet after the middlewares; join once it has.
     setImmediate(() => {
       const joining = since === 'invalid' ? app.realtime.refuseJoin(socket, 'invalid_since') : app.realtime.join(socket, token, since);
-      joining.catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
+      joining.then(result => {
+        // join-token answers a refusal through its ack; a handshake join has none: tell the
+        // client with join-error (its address is past RATE_LIMIT_TOKEN_FAILURES, or its queue is full).
+        if (!result.ok && result.reason === 'too_many_requests') socket.emit('join-error', { by: 'token', reason: 'too_many_requests' });
+      }).catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
     });
   }
   await next();

@@ -1,4 +1,5 @@
 import assert from 'node:assert';
+import { REJOIN_BURST, REJOIN_REFILL_MS, takeRejoin } from '../../../app/lib/realtime';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, deviceWithToken, installApp, TestDevice } from '../../support/factories';
 import {
@@ -177,6 +178,57 @@ describe('test/app/io/channel.test.ts', () => {
           await kvSet(token, 'k', { v: 2 });
           await expectUpsert(client, { uuid: device.uuid, key: 'k', created: true });
           await expectUpsert(client, { uuid: device.uuid, key: 'k', created: false });
+        });
+
+        it('rejoining with the token it already joined with: no lookup; the room is told (§4) REJOIN_BURST times, then the joiner alone gets joined', async () => {
+          const { device, token } = await deviceWithToken();
+          const watcher = await connectJoined(combo, token, device.uuid, 1);
+          const client = await connectJoined(combo, token, device.uuid, 2);
+          assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
+          const state = app.sharedState;
+          const presenceJoin = state.presenceJoin;
+          let presenceCalls = 0;
+          state.presenceJoin = (...args) => {
+            presenceCalls += 1;
+            return presenceJoin.apply(state, args);
+          };
+          app.tokenCache.clear(); // a lookup would have to go to the database: none is made
+          const queries: string[] = [];
+          app.model.addHook('afterQuery', 'rejoinSpy', (_options, query) => {
+            const sql = (query as unknown as { sql?: string }).sql ?? '';
+            if (sql.includes('app_installs')) queries.push(sql);
+          });
+          try {
+            for (let i = 0; i < REJOIN_BURST + 3; i++) {
+              assert.deepStrictEqual(await client.request('join-token', { token }), { ok: true, uuid: device.uuid });
+              if (i < REJOIN_BURST) assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
+              assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
+            }
+          } finally {
+            state.presenceJoin = presenceJoin;
+            app.model.removeHook('afterQuery', 'rejoinSpy');
+          }
+          assert.strictEqual(presenceCalls, REJOIN_BURST);
+          assert.deepStrictEqual(queries, []);
+          for (let i = 0; i < REJOIN_BURST; i++) assert.deepStrictEqual(await watcher.expectNext('device-joined'), { uuid: device.uuid, connections: 2 });
+          // Nothing more reached the room: the next event of both sockets is the next write.
+          await kvSet(token, 'k', { v: 1 });
+          await expectUpsert(watcher, { uuid: device.uuid, key: 'k', created: true });
+          await expectUpsert(client, { uuid: device.uuid, key: 'k', created: true });
+          assert.deepStrictEqual(client.pending(), []);
+        });
+
+        it('the rejoin budget: REJOIN_BURST announcements at once, one more every REJOIN_REFILL_MS, never more than REJOIN_BURST saved up', () => {
+          const state: { rejoins?: { left: number; at: number } } = {};
+          const t0 = 1_000_000;
+          const taken = (now: number) => takeRejoin(state, now);
+          assert.deepStrictEqual(Array.from({ length: REJOIN_BURST + 1 }, () => taken(t0)), [ ...Array(REJOIN_BURST).fill(true), false ]);
+          assert.strictEqual(taken(t0 + REJOIN_REFILL_MS - 1), false);
+          assert.strictEqual(taken(t0 + REJOIN_REFILL_MS), true);
+          assert.strictEqual(taken(t0 + REJOIN_REFILL_MS + 1), false);
+          // A long quiet time refills the whole burst, no more.
+          const later = t0 + 100 * REJOIN_REFILL_MS;
+          assert.deepStrictEqual(Array.from({ length: REJOIN_BURST + 1 }, () => taken(later)), [ ...Array(REJOIN_BURST).fill(true), false ]);
         });
 
         it('join-token and leave-token sent back to back are applied in the order sent', async () => {

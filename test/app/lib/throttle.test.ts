@@ -117,5 +117,17 @@ describe('test/app/lib/throttle.test.ts', () => {
       assert.deepStrictEqual(e.headers, { 'RateLimit-Policy': '10;w=60', RateLimit: 'limit=10, remaining=0, reset=1', 'Retry-After': '1' });
       assert.deepStrictEqual(e.details, { limit: 10, windowSeconds: 60, retryAfter: 1 });
     });
+
+    it('for failed token lookups it is the rate limits\' 429 (RATE_LIMITED), counted against RATE_LIMIT_TOKEN_FAILURES', async () => {
+      const e = tooManyAttempts(30, 60000, 5000, 'token');
+      assert.deepStrictEqual([ e.status, e.message, e.code ], [ 429, '请求过于频繁，请稍后再试', 'RATE_LIMITED' ]);
+      overrideRateLimits({ tokenFailures: 1, password: 5 });
+      const throttle = failureThrottle(app.mockContext(), 'test', 'ip', 'token');
+      await throttle.check();
+      await throttle.fail();
+      const err = await throttle.check().then(() => undefined, (x: unknown) => x);
+      assert.ok(err instanceof HttpError);
+      assert.deepStrictEqual([ err.code, (err.details as { limit: number }).limit ], [ 'RATE_LIMITED', 1 ]);
+    });
   });
 });

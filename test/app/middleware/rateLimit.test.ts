@@ -1,7 +1,24 @@
 import assert from 'node:assert';
-import { app } from 'egg-mock/bootstrap';
-import { deviceWithToken, installApp, overrideRateLimits, restoreRateLimits } from '../../support/factories';
+import crypto from 'node:crypto';
+import { app, mm } from 'egg-mock/bootstrap';
+import { createDevice, deviceWithToken, installApp, overrideRateLimits, restoreRateLimits } from '../../support/factories';
 import { assertTooMany } from '../../support/assertions';
+import { tokenQuotaId } from '../../../app/lib/kvToken';
+
+const randomToken = () => crypto.randomBytes(32).toString('hex');
+
+/** Counts the database queries on app_installs (token lookups) while `fn` runs. */
+async function countingLookups<T>(fn: (lookups: () => number) => Promise<T>): Promise<T> {
+  let n = 0;
+  app.model.addHook('afterQuery', 'rateLimitLookups', (_options, query) => {
+    if (((query as unknown as { sql?: string }).sql ?? '').includes('app_installs')) n += 1;
+  });
+  try {
+    return await fn(() => n);
+  } finally {
+    app.model.removeHook('afterQuery', 'rateLimitLookups');
+  }
+}
 
 describe('test/app/middleware/rateLimit.test.ts', () => {
   afterEach(() => restoreRateLimits());
@@ -155,6 +172,77 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
         assert.strictEqual(res.headers.ratelimit, undefined);
         await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ i }).expect(200);
       }
+    });
+  });
+
+  describe('failed token lookups per client IP (RATE_LIMIT_TOKEN_FAILURES)', () => {
+    it('401 for unknown tokens until the limit, then 429 RATE_LIMITED before any lookup; no quota counter per random token; a valid token works from another address', async () => {
+      const { token } = await deviceWithToken();
+      overrideRateLimits({ tokenFailures: 3 });
+      mm(app.config, 'proxy', true); // TRUST_PROXY: the client address is the X-Forwarded-For hop
+      const sprayer = '203.0.113.7';
+      const sprayed: string[] = [];
+      await countingLookups(async lookups => {
+        for (let i = 0; i < 3; i++) {
+          const t = randomToken();
+          sprayed.push(t);
+          const res = await app.httpRequest().get('/kv/_info').set('x-app-token', t).set('X-Forwarded-For', sprayer).expect(401);
+          assert.deepStrictEqual(res.body, { success: false, message: '无效的token', details: null });
+        }
+        assert.strictEqual(lookups(), 3);
+        // Past the limit: every route, every way of sending the token, without a query.
+        for (const req of [
+          () => app.httpRequest().get('/kv/_info').set('x-app-token', randomToken()),
+          () => app.httpRequest().get('/kv').query({ token: randomToken() }),
+          () => app.httpRequest().post('/kv/k').set('Authorization', `Bearer ${randomToken()}`).send({ v: 1 }),
+          () => app.httpRequest().post('/kv/k').type('text/plain').send(JSON.stringify({ token: randomToken(), v: 1 })),
+          () => app.httpRequest().delete('/kv/k').set('x-app-token', randomToken()),
+          () => app.httpRequest().post('/kv/_batchimport').set('x-app-token', randomToken()).send({ a: 1 }),
+        ]) {
+          assertTooMany(await req().set('X-Forwarded-For', sprayer), 3, 'requests');
+        }
+        assert.strictEqual(lookups(), 3);
+        // A valid token, not cached, works from another address (one lookup)...
+        app.tokenCache.clear();
+        await app.httpRequest().get('/kv/_info').set('x-app-token', token).set('X-Forwarded-For', '198.51.100.1').expect(200);
+        assert.strictEqual(lookups(), 4);
+        // ...and, cached now, from the sprayer's address too (no lookup).
+        await app.httpRequest().get('/kv/_info').set('x-app-token', token).set('X-Forwarded-For', sprayer).expect(200);
+        assert.strictEqual(lookups(), 4);
+      });
+      // The unknown tokens got no quota counter of their own.
+      for (const t of sprayed) assert.strictEqual((await app.sharedState.ratePeek('kvRead', tokenQuotaId(t))).count, 0);
+      assert.strictEqual((await app.sharedState.ratePeek('kvRead', tokenQuotaId(token))).count, 2);
+    });
+
+    it('RATE_LIMIT_TOKEN_FAILURES=0 disables it (401 every time)', async () => {
+      overrideRateLimits({ tokenFailures: 0 });
+      for (let i = 0; i < 5; i++) await app.httpRequest().get('/kv/_info').set('x-app-token', randomToken()).expect(401);
+    });
+  });
+
+  describe('negative token cache (TOKEN_NEGATIVE_CACHE_MS)', () => {
+    it('an unknown token is looked up once while remembered, and a retry does not count as another failure', async () => {
+      overrideRateLimits({ tokenFailures: 2 });
+      const t = randomToken();
+      await countingLookups(async lookups => {
+        for (let i = 0; i < 5; i++) await app.httpRequest().get('/kv/_info').set('x-app-token', t).expect(401);
+        assert.strictEqual(lookups(), 1);
+      });
+      assert.strictEqual((await app.sharedState.ratePeek('tokenfail', '127.0.0.1')).count, 1);
+    });
+
+    it('a token installed after it was looked up (and remembered as unknown) works at once', async () => {
+      const t = randomToken();
+      await app.httpRequest().get('/kv/_info').set('x-app-token', t).expect(401);
+      assert.strictEqual(app.tokenCache.isUnknown(t), true);
+      const device = await createDevice();
+      // The module object itself (an `import * as` namespace is a copy): AppInstallService reads newToken from it.
+      mm(require('../../../app/lib/password'), 'newToken', () => t);
+      const install = await installApp(device);
+      assert.strictEqual(install.token, t);
+      assert.strictEqual(app.tokenCache.isUnknown(t), false);
+      await app.httpRequest().post('/kv/k').set('x-app-token', t).send({ v: 1 }).expect(200);
     });
   });
 });
