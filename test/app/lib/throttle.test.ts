@@ -122,7 +122,7 @@ describe('test/app/lib/throttle.test.ts', () => {
       const e = tooManyAttempts(30, 60000, 5000, 'token');
       assert.deepStrictEqual([ e.status, e.message, e.code ], [ 429, '请求过于频繁，请稍后再试', 'RATE_LIMITED' ]);
       overrideRateLimits({ tokenFailures: 1, password: 5 });
-      const throttle = failureThrottle(app.mockContext(), 'test', 'ip', 'token');
+      const throttle = failureThrottle(app.mockContext(), 'test', 'ip', undefined, 'token');
       await throttle.check();
       await throttle.fail();
       const err = await throttle.check().then(() => undefined, (x: unknown) => x);
