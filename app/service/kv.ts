@@ -8,7 +8,29 @@ import type { KvEntryAttributes } from '../model/kvEntry';
 
 /** The callback API of the mysql2 connections in Sequelize's pool. */
 interface MysqlConnection {
-  query(options: { sql: string; values: unknown[] }, callback: (err: Error | null, rows: unknown) => void): void;
+  query(options: { sql: string; values: unknown[]; typeCast?: TypeCast }, callback: (err: Error | null, rows: unknown) => void): void;
+}
+
+/** mysql2's per-query type cast (a field of the result, and the default conversion). */
+type TypeCast = (field: { type: string; string(): string | null }, next: () => unknown) => unknown;
+
+/** DATETIME columns as the text the server sent ("2025-10-25 08:30:00.123"). */
+const textDates: TypeCast = (field, next) => (field.type === 'DATETIME' ? field.string() : next());
+
+/**
+ * ISO-8601 (as Date.prototype.toJSON writes it) of a stored date: a Date, MySQL's UTC
+ * text "YYYY-MM-DD HH:MM:SS.mmm" (rewritten without parsing), or SQLite's text.
+ */
+export function isoDate(d: Date | string): string {
+  if (typeof d === 'string' && d.length === 23 && d[10] === ' ' && d[19] === '.') return `${d.slice(0, 10)}T${d.slice(11)}Z`;
+  return new Date(d).toISOString();
+}
+
+/** The `load_more` link of a list page (CONTRACT.md §3): when limit > 0 and more remain. */
+function loadMore(path: string, q: ListQuery, total: number): { load_more?: string } {
+  if (q.limit <= 0 || q.skip + q.limit >= total) return {};
+  const params = new URLSearchParams({ sortBy: q.sortBy, sortDir: q.sortDir, limit: String(q.limit), skip: String(q.skip + q.limit) });
+  return { load_more: `${path}?${params.toString()}` };
 }
 
 /** The account a device is bound to, as `GET /kv/_info` shows it (§6.3). */
@@ -63,12 +85,12 @@ export default class KvService extends Service {
    * `GET /kv/:key` +44% req/s (docs/PERFORMANCE.md). Same pool, same type casting; an
    * error is wrapped as Sequelize's DatabaseError so an outage is still answered 503.
    */
-  private async mysqlSelect<T>(sql: string, values: unknown[]): Promise<T[]> {
+  private async mysqlSelect<T>(sql: string, values: unknown[], typeCast?: TypeCast): Promise<T[]> {
     const manager = this.db.connectionManager;
     const conn = await manager.getConnection({ type: 'read' });
     try {
       return await new Promise<T[]>((resolve, reject) => {
-        (conn as unknown as MysqlConnection).query({ sql, values }, (err, rows) => {
+        (conn as unknown as MysqlConnection).query({ sql, values, ...(typeCast ? { typeCast } : {}) }, (err, rows) => {
           if (err) reject(new DatabaseError(err as Error & { sql: string }));
           else resolve(rows as T[]);
         });
@@ -96,38 +118,77 @@ export default class KvService extends Service {
     return KvService.metadata(deviceId, row);
   }
 
-  async count(deviceId: number) {
-    return this.db.KvEntry.count({ where: { deviceId } });
+  /**
+   * The JSON text of a `GET /kv` page (CONTRACT.md §3), from this worker's value cache
+   * when it is current (see page()).
+   */
+  listJson(deviceId: number, q: ListQuery): Promise<string> {
+    return this.page('list', deviceId, q, async () => {
+      const rows = await this.pageRows<{ key: string; creatorIp: string | null; createdAt: Date | string; updatedAt: Date | string }>(
+        '`key`, creatorIp, createdAt, updatedAt', deviceId, q, true);
+      return (total: number) => JSON.stringify({
+        items: rows.map(r => ({
+          deviceId,
+          key: r.key,
+          metadata: { creatorIp: r.creatorIp ?? '', createdAt: isoDate(r.createdAt), updatedAt: isoDate(r.updatedAt) },
+        })),
+        total_rows: total,
+        ...loadMore('/kv', q, total),
+      });
+    });
   }
 
-  async list(deviceId: number, q: ListQuery) {
-    const [ rows, total ] = await Promise.all([
-      this.db.KvEntry.findAll({
-        attributes: [ 'key', 'creatorIp', 'createdAt', 'updatedAt' ],
-        where: { deviceId },
-        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
-        limit: q.limit,
-        offset: q.skip,
-        raw: true,
-      }) as unknown as Promise<Meta[]>,
-      this.count(deviceId),
-    ]);
-    return { items: rows.map(r => KvService.metadata(deviceId, r)), total };
+  /** The JSON text of a `GET /kv/_keys` page (CONTRACT.md §3), cached as listJson(). */
+  keysJson(deviceId: number, q: ListQuery): Promise<string> {
+    return this.page('keys', deviceId, q, async () => {
+      const keys = (await this.pageRows<{ key: string }>('`key`', deviceId, q, false)).map(r => r.key);
+      return (total: number) => JSON.stringify({
+        keys,
+        total_rows: total,
+        current_page: { limit: q.limit, skip: q.skip, count: keys.length },
+        ...loadMore('/kv/_keys', q, total),
+      });
+    });
   }
 
-  async keys(deviceId: number, q: ListQuery) {
-    const [ rows, total ] = await Promise.all([
-      this.db.KvEntry.findAll({
-        attributes: [ 'key' ],
-        where: { deviceId },
-        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
-        limit: q.limit,
-        offset: q.skip,
-        raw: true,
-      }) as unknown as Promise<Array<{ key: string }>>,
-      this.count(deviceId),
-    ]);
-    return { keys: rows.map(r => r.key), total };
+  /**
+   * A list page, serialised once and kept in the value cache under a name no key can
+   * have (keys never contain NUL), tagged with the device revision like a value: any
+   * write of the device raises the revision, so a page is served only while nothing
+   * changed since it was read. The revision and the total are read first, in one
+   * statement; the rows after it, so they are at least as new as the tag (a page can be
+   * newer than its tag, never older).
+   */
+  private async page(kind: 'list' | 'keys', deviceId: number, q: ListQuery,
+    readRows: () => Promise<(total: number) => string>): Promise<string> {
+    const name = `\u0000${kind}\u0000${q.sortBy}\u0000${q.sortDir}\u0000${q.limit}\u0000${q.skip}`;
+    const json = await this.app.valueCache.get(deviceId, name, async () => {
+      const head = await this.select<{ revision: number | string; total: number | string }>(
+        'SELECT d.revision, (SELECT COUNT(*) FROM kv_entries e WHERE e.deviceId = d.id) AS total FROM devices d WHERE d.id = ?',
+        [ deviceId ]);
+      if (head.length === 0) return null;
+      const build = await readRows();
+      return { value: build(Number(head[0].total)), revision: Number(head[0].revision) };
+    });
+    // The device is gone (deleted meanwhile): an empty page, as a query of its entries would give.
+    return json ?? (await readRows())(0);
+  }
+
+  /** The rows of one page, in the page's order (`key` breaks ties). */
+  private async pageRows<T>(columns: string, deviceId: number, q: ListQuery, dates: boolean): Promise<T[]> {
+    if (q.limit === 0) return [];
+    const dir = q.sortDir === 'desc' ? 'DESC' : 'ASC';
+    const order = q.sortBy === 'key' ? `\`key\` ${dir}` : `${q.sortBy === 'createdAt' ? 'createdAt' : 'updatedAt'} ${dir}, \`key\` ${dir}`;
+    const sql = `SELECT ${columns} FROM kv_entries WHERE deviceId = ? ORDER BY ${order} LIMIT ? OFFSET ?`;
+    // MySQL: DATETIMEs as the server's text (UTC, see config.sequelize.timezone), not
+    // through Sequelize's moment-based parser: isoDate() turns the text into ISO-8601.
+    return this.select<T>(sql, [ deviceId, q.limit, q.skip ], dates ? textDates : undefined);
+  }
+
+  /** A read-only statement: mysql2 directly on MySQL (see mysqlSelect), Sequelize on SQLite. */
+  private async select<T>(sql: string, values: unknown[], typeCast?: TypeCast): Promise<T[]> {
+    if (this.db.getDialect() === 'mysql') return this.mysqlSelect<T>(sql, values, typeCast);
+    return await this.db.query(sql, { replacements: values, type: QueryTypes.SELECT, raw: true }) as T[];
   }
 
   /** Runs a write transaction (serialised per process on SQLite, see sqliteQueues). */
