@@ -123,10 +123,9 @@ export default class KvService extends Service {
    * when it is current (see page()).
    */
   listJson(deviceId: number, q: ListQuery): Promise<string> {
-    return this.page('list', deviceId, q, async () => {
-      const rows = await this.pageRows<{ key: string; creatorIp: string | null; createdAt: Date | string; updatedAt: Date | string }>(
-        '`key`, creatorIp, createdAt, updatedAt', deviceId, q, true);
-      return (total: number) => JSON.stringify({
+    type Row = { key: string; creatorIp: string | null; createdAt: Date | string; updatedAt: Date | string };
+    return this.page<Row>('list', deviceId, q, 'e.`key` AS `key`, e.creatorIp AS creatorIp, e.createdAt AS createdAt, e.updatedAt AS updatedAt', true,
+      (rows, total) => JSON.stringify({
         items: rows.map(r => ({
           deviceId,
           key: r.key,
@@ -134,55 +133,59 @@ export default class KvService extends Service {
         })),
         total_rows: total,
         ...loadMore('/kv', q, total),
-      });
-    });
+      }));
   }
 
   /** The JSON text of a `GET /kv/_keys` page (CONTRACT.md §3), cached as listJson(). */
   keysJson(deviceId: number, q: ListQuery): Promise<string> {
-    return this.page('keys', deviceId, q, async () => {
-      const keys = (await this.pageRows<{ key: string }>('`key`', deviceId, q, false)).map(r => r.key);
-      return (total: number) => JSON.stringify({
-        keys,
-        total_rows: total,
-        current_page: { limit: q.limit, skip: q.skip, count: keys.length },
-        ...loadMore('/kv/_keys', q, total),
-      });
-    });
+    return this.page<{ key: string }>('keys', deviceId, q, 'e.`key` AS `key`', false, (rows, total) => JSON.stringify({
+      keys: rows.map(r => r.key),
+      total_rows: total,
+      current_page: { limit: q.limit, skip: q.skip, count: rows.length },
+      ...loadMore('/kv/_keys', q, total),
+    }));
   }
 
   /**
    * A list page, serialised once and kept in the value cache under a name no key can
    * have (keys never contain NUL), tagged with the device revision like a value: any
    * write of the device raises the revision, so a page is served only while nothing
-   * changed since it was read. The revision and the total are read first, in one
-   * statement; the rows after it, so they are at least as new as the tag (a page can be
-   * newer than its tag, never older).
+   * changed since it was read. The revision, the total and the rows are read in one
+   * statement (one snapshot), so the tag is exactly the page's revision.
    */
-  private async page(kind: 'list' | 'keys', deviceId: number, q: ListQuery,
-    readRows: () => Promise<(total: number) => string>): Promise<string> {
+  private async page<R extends { key: string }>(kind: 'list' | 'keys', deviceId: number, q: ListQuery,
+    columns: string, dates: boolean, build: (rows: R[], total: number) => string): Promise<string> {
     const name = `\u0000${kind}\u0000${q.sortBy}\u0000${q.sortDir}\u0000${q.limit}\u0000${q.skip}`;
     const json = await this.app.valueCache.get(deviceId, name, async () => {
-      const head = await this.select<{ revision: number | string; total: number | string }>(
-        'SELECT d.revision, (SELECT COUNT(*) FROM kv_entries e WHERE e.deviceId = d.id) AS total FROM devices d WHERE d.id = ?',
-        [ deviceId ]);
-      if (head.length === 0) return null;
-      const build = await readRows();
-      return { value: build(Number(head[0].total)), revision: Number(head[0].revision) };
+      const read = await this.pageRead<R>(columns, deviceId, q, dates);
+      return read && { value: build(read.rows, read.total), revision: read.revision };
     });
     // The device is gone (deleted meanwhile): an empty page, as a query of its entries would give.
-    return json ?? (await readRows())(0);
+    return json ?? build([], 0);
   }
 
-  /** The rows of one page, in the page's order (`key` breaks ties). */
-  private async pageRows<T>(columns: string, deviceId: number, q: ListQuery, dates: boolean): Promise<T[]> {
-    if (q.limit === 0) return [];
-    const dir = q.sortDir === 'desc' ? 'DESC' : 'ASC';
-    const order = q.sortBy === 'key' ? `\`key\` ${dir}` : `${q.sortBy === 'createdAt' ? 'createdAt' : 'updatedAt'} ${dir}, \`key\` ${dir}`;
-    const sql = `SELECT ${columns} FROM kv_entries WHERE deviceId = ? ORDER BY ${order} LIMIT ? OFFSET ?`;
-    // MySQL: DATETIMEs as the server's text (UTC, see config.sequelize.timezone), not
-    // through Sequelize's moment-based parser: isoDate() turns the text into ISO-8601.
-    return this.select<T>(sql, [ deviceId, q.limit, q.skip ], dates ? textDates : undefined);
+  /**
+   * The device's revision and total and the rows of one page (`key` breaks ties in the
+   * order). One statement: devices JOIN kv_entries (the page in index order, no sort on
+   * MariaDB), the total as a subquery (run once). An empty page (no entries, past the end,
+   * `limit=0`) has no row to carry revision and total: then one statement for those two.
+   */
+  private async pageRead<R extends { key: string }>(columns: string, deviceId: number, q: ListQuery, dates: boolean):
+  Promise<{ revision: number; total: number; rows: R[] } | null> {
+    type Head = { revision: number | string; total: number | string };
+    const head = 'SELECT d.revision AS revision, (SELECT COUNT(*) FROM kv_entries c WHERE c.deviceId = d.id) AS total';
+    if (q.limit > 0) {
+      const dir = q.sortDir === 'desc' ? 'DESC' : 'ASC';
+      const order = q.sortBy === 'key' ? `e.\`key\` ${dir}` : `e.${q.sortBy === 'createdAt' ? 'createdAt' : 'updatedAt'} ${dir}, e.\`key\` ${dir}`;
+      // MySQL: DATETIMEs as the server's text (UTC, see config.sequelize.timezone), not
+      // through Sequelize's moment-based parser: isoDate() turns the text into ISO-8601.
+      const rows = await this.select<Head & R>(
+        `${head}, ${columns} FROM devices d JOIN kv_entries e ON e.deviceId = d.id WHERE d.id = ? ORDER BY ${order} LIMIT ? OFFSET ?`,
+        [ deviceId, q.limit, q.skip ], dates ? textDates : undefined);
+      if (rows.length > 0) return { revision: Number(rows[0].revision), total: Number(rows[0].total), rows };
+    }
+    const found = await this.select<Head>(`${head} FROM devices d WHERE d.id = ?`, [ deviceId ]);
+    return found.length === 0 ? null : { revision: Number(found[0].revision), total: Number(found[0].total), rows: [] };
   }
 
   /** A read-only statement: mysql2 directly on MySQL (see mysqlSelect), Sequelize on SQLite. */
