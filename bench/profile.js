@@ -4,7 +4,7 @@
 /**
  * CPU profile of the server's workers under one HTTP load:
  *
- *   node bench/profile.js <check|get|post|post1|list> [seconds]
+ *   node bench/profile.js <check|get|post|post1|list|keys> [seconds]
  *   node bench/profile.js join [sockets]      (joins, capacity shape, default 2000)
  *   node bench/profile.js fanout [sockets]    (one room, 20 writes/s for 10 s, default 1000)
  *
@@ -110,6 +110,7 @@ async function main() {
       post: { method: 'POST', path: '/kv/bench-write', body, tokens: writers },
       post1: { method: 'POST', path: '/kv/bench-write', body, tokens: [ reader ] },
       list: { method: 'GET', path: '/kv', tokens: [ reader ] },
+      keys: { method: 'GET', path: '/kv/_keys', tokens: [ reader ] },
     };
     if (scenario === 'fanout') {
       // `seconds` is the socket count here (default 1000): one device room, 20 writes/s for 10 s.

@@ -171,6 +171,7 @@ async function benchHttp() {
     { id: 'post', name: 'POST /kv/:key', method: 'POST', path: '/kv/bench-write', body, tokens: writers },
     { id: 'post1', name: 'POST /kv/:key (1 device)', method: 'POST', path: '/kv/bench-write', body, tokens: [ reader ] },
     { id: 'list', name: 'GET /kv (100 items)', method: 'GET', path: '/kv', tokens: [ reader ] },
+    { id: 'keys', name: 'GET /kv/_keys (100 keys)', method: 'GET', path: '/kv/_keys', tokens: [ reader ] },
   ];
   // BENCH_HTTP_ROUTES=get,post keeps those routes (and always the /check ceiling).
   const only = env.BENCH_HTTP_ROUTES ? env.BENCH_HTTP_ROUTES.split(',').concat('check') : null;
@@ -229,6 +230,8 @@ async function benchHttp() {
   const targets = { 'zero errors and non-2xx': scenarios.every(s => summary[s.name].errors === 0 && summary[s.name].non2xx === 0) };
   if (summary['GET /kv/:key']) targets['GET /kv/:key >= 50% of /check'] = summary['GET /kv/:key'].ofCheck >= 0.5;
   if (summary['POST /kv/:key']) targets['POST /kv/:key >= 25% of /check'] = summary['POST /kv/:key'].ofCheck >= 0.25;
+  if (summary['GET /kv (100 items)']) targets['GET /kv >= 25% of /check'] = summary['GET /kv (100 items)'].ofCheck >= 0.25;
+  if (summary['GET /kv/_keys (100 keys)']) targets['GET /kv/_keys >= 25% of /check'] = summary['GET /kv/_keys (100 keys)'].ofCheck >= 0.25;
   targets['zero errors and non-2xx (warm-up included)'] = Object.values(warmup).every(w => !w.errors && !w.timeouts && !w.non2xx);
   return { warmup, config: { ...cfg.http, runs: cfg.runs, addresses, rateLimits: 'RATE_LIMIT_IP=0 RATE_LIMIT_KV_READ=0 RATE_LIMIT_KV_WRITE=0' }, runs, summary, targets };
 }

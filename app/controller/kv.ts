@@ -12,12 +12,6 @@ export default class KvController extends Controller {
     return rules.kvKey(rules.pathKey(this.ctx.path));
   }
 
-  private loadMore(path: string, q: rules.ListQuery, total: number) {
-    if (q.limit <= 0 || q.skip + q.limit >= total) return {};
-    const params = new URLSearchParams({ sortBy: q.sortBy, sortDir: q.sortDir, limit: String(q.limit), skip: String(q.skip + q.limit) });
-    return { load_more: `${path}?${params.toString()}` };
-  }
-
   async info() {
     this.ctx.body = await this.service.kv.info(this.ctx.kvToken.deviceId);
   }
@@ -33,21 +27,20 @@ export default class KvController extends Controller {
     this.ctx.body = await this.service.changes.since(this.ctx.kvToken, q.since, q.limit);
   }
 
+  /** GET /kv/_keys: the page's JSON text, serialised (and cached) by the service. */
   async keys() {
     const q = rules.listQuery(this.ctx.query);
-    const { keys, total } = await this.service.kv.keys(this.ctx.kvToken.deviceId, q);
-    this.ctx.body = {
-      keys,
-      total_rows: total,
-      current_page: { limit: q.limit, skip: q.skip, count: keys.length },
-      ...this.loadMore('/kv/_keys', q, total),
-    };
+    const json = await this.service.kv.keysJson(this.ctx.kvToken.deviceId, q);
+    this.ctx.type = 'application/json; charset=utf-8';
+    this.ctx.body = json;
   }
 
+  /** GET /kv: as keys(). */
   async list() {
     const q = rules.listQuery(this.ctx.query);
-    const { items, total } = await this.service.kv.list(this.ctx.kvToken.deviceId, q);
-    this.ctx.body = { items, total_rows: total, ...this.loadMore('/kv', q, total) };
+    const json = await this.service.kv.listJson(this.ctx.kvToken.deviceId, q);
+    this.ctx.type = 'application/json; charset=utf-8';
+    this.ctx.body = json;
   }
 
   async show() {

@@ -8,7 +8,29 @@ import type { KvEntryAttributes } from '../model/kvEntry';
 
 /** The callback API of the mysql2 connections in Sequelize's pool. */
 interface MysqlConnection {
-  query(options: { sql: string; values: unknown[] }, callback: (err: Error | null, rows: unknown) => void): void;
+  query(options: { sql: string; values: unknown[]; typeCast?: TypeCast }, callback: (err: Error | null, rows: unknown) => void): void;
+}
+
+/** mysql2's per-query type cast (a field of the result, and the default conversion). */
+type TypeCast = (field: { type: string; string(): string | null }, next: () => unknown) => unknown;
+
+/** DATETIME columns as the text the server sent ("2025-10-25 08:30:00.123"). */
+const textDates: TypeCast = (field, next) => (field.type === 'DATETIME' ? field.string() : next());
+
+/**
+ * ISO-8601 (as Date.prototype.toJSON writes it) of a stored date: a Date, MySQL's UTC
+ * text "YYYY-MM-DD HH:MM:SS.mmm" (rewritten without parsing), or SQLite's text.
+ */
+export function isoDate(d: Date | string): string {
+  if (typeof d === 'string' && d.length === 23 && d[10] === ' ' && d[19] === '.') return `${d.slice(0, 10)}T${d.slice(11)}Z`;
+  return new Date(d).toISOString();
+}
+
+/** The `load_more` link of a list page (CONTRACT.md §3): when limit > 0 and more remain. */
+function loadMore(path: string, q: ListQuery, total: number): { load_more?: string } {
+  if (q.limit <= 0 || q.skip + q.limit >= total) return {};
+  const params = new URLSearchParams({ sortBy: q.sortBy, sortDir: q.sortDir, limit: String(q.limit), skip: String(q.skip + q.limit) });
+  return { load_more: `${path}?${params.toString()}` };
 }
 
 /** The account a device is bound to, as `GET /kv/_info` shows it (§6.3). */
@@ -63,12 +85,12 @@ export default class KvService extends Service {
    * `GET /kv/:key` +44% req/s (docs/PERFORMANCE.md). Same pool, same type casting; an
    * error is wrapped as Sequelize's DatabaseError so an outage is still answered 503.
    */
-  private async mysqlSelect<T>(sql: string, values: unknown[]): Promise<T[]> {
+  private async mysqlSelect<T>(sql: string, values: unknown[], typeCast?: TypeCast): Promise<T[]> {
     const manager = this.db.connectionManager;
     const conn = await manager.getConnection({ type: 'read' });
     try {
       return await new Promise<T[]>((resolve, reject) => {
-        (conn as unknown as MysqlConnection).query({ sql, values }, (err, rows) => {
+        (conn as unknown as MysqlConnection).query({ sql, values, ...(typeCast ? { typeCast } : {}) }, (err, rows) => {
           if (err) reject(new DatabaseError(err as Error & { sql: string }));
           else resolve(rows as T[]);
         });
@@ -96,38 +118,80 @@ export default class KvService extends Service {
     return KvService.metadata(deviceId, row);
   }
 
-  async count(deviceId: number) {
-    return this.db.KvEntry.count({ where: { deviceId } });
+  /**
+   * The JSON text of a `GET /kv` page (CONTRACT.md §3), from this worker's value cache
+   * when it is current (see page()).
+   */
+  listJson(deviceId: number, q: ListQuery): Promise<string> {
+    type Row = { key: string; creatorIp: string | null; createdAt: Date | string; updatedAt: Date | string };
+    return this.page<Row>('list', deviceId, q, 'e.`key` AS `key`, e.creatorIp AS creatorIp, e.createdAt AS createdAt, e.updatedAt AS updatedAt', true,
+      (rows, total) => JSON.stringify({
+        items: rows.map(r => ({
+          deviceId,
+          key: r.key,
+          metadata: { creatorIp: r.creatorIp ?? '', createdAt: isoDate(r.createdAt), updatedAt: isoDate(r.updatedAt) },
+        })),
+        total_rows: total,
+        ...loadMore('/kv', q, total),
+      }));
   }
 
-  async list(deviceId: number, q: ListQuery) {
-    const [ rows, total ] = await Promise.all([
-      this.db.KvEntry.findAll({
-        attributes: [ 'key', 'creatorIp', 'createdAt', 'updatedAt' ],
-        where: { deviceId },
-        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
-        limit: q.limit,
-        offset: q.skip,
-        raw: true,
-      }) as unknown as Promise<Meta[]>,
-      this.count(deviceId),
-    ]);
-    return { items: rows.map(r => KvService.metadata(deviceId, r)), total };
+  /** The JSON text of a `GET /kv/_keys` page (CONTRACT.md §3), cached as listJson(). */
+  keysJson(deviceId: number, q: ListQuery): Promise<string> {
+    return this.page<{ key: string }>('keys', deviceId, q, 'e.`key` AS `key`', false, (rows, total) => JSON.stringify({
+      keys: rows.map(r => r.key),
+      total_rows: total,
+      current_page: { limit: q.limit, skip: q.skip, count: rows.length },
+      ...loadMore('/kv/_keys', q, total),
+    }));
   }
 
-  async keys(deviceId: number, q: ListQuery) {
-    const [ rows, total ] = await Promise.all([
-      this.db.KvEntry.findAll({
-        attributes: [ 'key' ],
-        where: { deviceId },
-        order: q.sortBy === 'key' ? [[ 'key', q.sortDir ]] : [[ q.sortBy, q.sortDir ], [ 'key', q.sortDir ]],
-        limit: q.limit,
-        offset: q.skip,
-        raw: true,
-      }) as unknown as Promise<Array<{ key: string }>>,
-      this.count(deviceId),
-    ]);
-    return { keys: rows.map(r => r.key), total };
+  /**
+   * A list page, serialised once and kept in the value cache under a name no key can
+   * have (keys never contain NUL), tagged with the device revision like a value: any
+   * write of the device raises the revision, so a page is served only while nothing
+   * changed since it was read. The revision, the total and the rows are read in one
+   * statement (one snapshot), so the tag is exactly the page's revision.
+   */
+  private async page<R extends { key: string }>(kind: 'list' | 'keys', deviceId: number, q: ListQuery,
+    columns: string, dates: boolean, build: (rows: R[], total: number) => string): Promise<string> {
+    const name = `\u0000${kind}\u0000${q.sortBy}\u0000${q.sortDir}\u0000${q.limit}\u0000${q.skip}`;
+    const json = await this.app.valueCache.get(deviceId, name, async () => {
+      const read = await this.pageRead<R>(columns, deviceId, q, dates);
+      return read && { value: build(read.rows, read.total), revision: read.revision };
+    });
+    // The device is gone (deleted meanwhile): an empty page, as a query of its entries would give.
+    return json ?? build([], 0);
+  }
+
+  /**
+   * The device's revision and total and the rows of one page (`key` breaks ties in the
+   * order). One statement: devices JOIN kv_entries (the page in index order, no sort on
+   * MariaDB), the total as a subquery (run once). An empty page (no entries, past the end,
+   * `limit=0`) has no row to carry revision and total: then one statement for those two.
+   */
+  private async pageRead<R extends { key: string }>(columns: string, deviceId: number, q: ListQuery, dates: boolean):
+  Promise<{ revision: number; total: number; rows: R[] } | null> {
+    type Head = { revision: number | string; total: number | string };
+    const head = 'SELECT d.revision AS revision, (SELECT COUNT(*) FROM kv_entries c WHERE c.deviceId = d.id) AS total';
+    if (q.limit > 0) {
+      const dir = q.sortDir === 'desc' ? 'DESC' : 'ASC';
+      const order = q.sortBy === 'key' ? `e.\`key\` ${dir}` : `e.${q.sortBy === 'createdAt' ? 'createdAt' : 'updatedAt'} ${dir}, e.\`key\` ${dir}`;
+      // MySQL: DATETIMEs as the server's text (UTC, see config.sequelize.timezone), not
+      // through Sequelize's moment-based parser: isoDate() turns the text into ISO-8601.
+      const rows = await this.select<Head & R>(
+        `${head}, ${columns} FROM devices d JOIN kv_entries e ON e.deviceId = d.id WHERE d.id = ? ORDER BY ${order} LIMIT ? OFFSET ?`,
+        [ deviceId, q.limit, q.skip ], dates ? textDates : undefined);
+      if (rows.length > 0) return { revision: Number(rows[0].revision), total: Number(rows[0].total), rows };
+    }
+    const found = await this.select<Head>(`${head} FROM devices d WHERE d.id = ?`, [ deviceId ]);
+    return found.length === 0 ? null : { revision: Number(found[0].revision), total: Number(found[0].total), rows: [] };
+  }
+
+  /** A read-only statement: mysql2 directly on MySQL (see mysqlSelect), Sequelize on SQLite. */
+  private async select<T>(sql: string, values: unknown[], typeCast?: TypeCast): Promise<T[]> {
+    if (this.db.getDialect() === 'mysql') return this.mysqlSelect<T>(sql, values, typeCast);
+    return await this.db.query(sql, { replacements: values, type: QueryTypes.SELECT, raw: true }) as T[];
   }
 
   /** Runs a write transaction (serialised per process on SQLite, see sqliteQueues). */

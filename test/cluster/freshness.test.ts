@@ -1,7 +1,8 @@
 /**
- * Each worker keeps a cache of stored values for GET /kv/:key (app/lib/valueCache.ts).
- * On a real 2-worker cluster: a write answered by one worker is what the other worker
- * serves from then on, never the value it had cached before.
+ * Each worker keeps a cache of stored values for GET /kv/:key, and of the pages of
+ * GET /kv and GET /kv/_keys (app/lib/valueCache.ts). On a real 2-worker cluster: a
+ * write answered by one worker is what the other worker serves from then on, never the
+ * value or page it had cached before.
  *
  * Needs `npm run build` first (npm run test:cluster does it).
  */
@@ -69,6 +70,34 @@ describe('test/cluster/freshness.test.ts', function() {
     const imported = await kv('POST', '/kv/_batchimport', d.token, ADDR_W1, Object.fromEntries(keys.map(k => [ k, { new: k }])));
     assert.strictEqual(imported.status, 200, imported.text);
     for (const k of keys.slice(0, 3)) assert.deepStrictEqual((await kv('GET', `/kv/${k}`, d.token, ADDR_W0)).body, { new: k });
+  });
+
+  it('GET /kv and /kv/_keys on worker 1 show each of 30 POSTs and DELETEs answered by worker 0 at once (worker 1 had the page cached)', async () => {
+    const d = await deviceWithToken(cluster.url);
+    const pages = async (expected: string[]) => {
+      for (let i = 0; i < 2; i++) { // the second read of each is served from worker 1's cache
+        const keys = await kv('GET', '/kv/_keys', d.token, ADDR_W1);
+        assert.strictEqual(keys.status, 200, keys.text);
+        assert.deepStrictEqual(keys.body, { keys: expected, total_rows: expected.length, current_page: { limit: 100, skip: 0, count: expected.length } });
+        const list = await kv('GET', '/kv?limit=100', d.token, ADDR_W1);
+        assert.strictEqual(list.status, 200, list.text);
+        assert.deepStrictEqual(list.body.items.map((it: { key: string }) => it.key), expected);
+        assert.strictEqual(list.body.total_rows, expected.length);
+      }
+    };
+    const present: string[] = [];
+    await pages(present);
+    for (let n = 0; n < 30; n++) {
+      const key = `k${String(n).padStart(2, '0')}`;
+      assert.strictEqual((await kv('POST', `/kv/${key}`, d.token, ADDR_W0, { n })).status, 200);
+      present.push(key);
+      await pages(present);
+      if (n % 3 === 2) {
+        const gone = present.shift()!;
+        assert.strictEqual((await kv('DELETE', `/kv/${gone}`, d.token, ADDR_W0)).status, 204);
+        await pages(present);
+      }
+    }
   });
 
   it('a socket on worker 1 that GETs through worker 1 on each kv-key-changed reads the value of that event (50 writes through worker 0)', async () => {

@@ -323,6 +323,46 @@ describe('test/app/controller/kv.test.ts', () => {
       });
     });
 
+    it('200 a page read again is the same JSON text; after a write, a delete and a batch import it shows them at once (pages are cached per device revision)', async () => {
+      const first = await getList('?limit=3').expect(200);
+      const again = await getList('?limit=3').expect(200);
+      assert.strictEqual(again.text, first.text);
+      assert.strictEqual(again.headers['content-type'], 'application/json; charset=utf-8');
+      const keys = await getKeys('?limit=3').expect(200);
+      assert.strictEqual((await getKeys('?limit=3').expect(200)).text, keys.text);
+      assert.strictEqual(keys.headers['content-type'], 'application/json; charset=utf-8');
+
+      await put(token, '0', { v: 0 }).expect(200);
+      assert.deepStrictEqual((await getKeys('?limit=3').expect(200)).body,
+        { keys: [ '0', 'a', 'b' ], total_rows: 6, current_page: { limit: 3, skip: 0, count: 3 }, load_more: '/kv/_keys?sortBy=key&sortDir=asc&limit=3&skip=3' });
+      let list = await getList('?limit=3').expect(200);
+      assert.deepStrictEqual(list.body.items.map((i: { key: string }) => i.key), [ '0', 'a', 'b' ]);
+      assert.strictEqual(list.body.total_rows, 6);
+      assert.match(list.body.items[0].metadata.createdAt, ISO_MS);
+
+      await app.httpRequest().delete('/kv/a').set('x-app-token', token).expect(204);
+      assert.deepStrictEqual((await getKeys('?limit=3').expect(200)).body.keys, [ '0', 'b', 'c' ]);
+      list = await getList('?limit=3').expect(200);
+      assert.deepStrictEqual([ list.body.items.map((i: { key: string }) => i.key), list.body.total_rows ], [[ '0', 'b', 'c' ], 5 ]);
+
+      await app.httpRequest().post('/kv/_batchimport').set('x-app-token', token).send({ '00': { v: 1 }, '01': { v: 2 } }).expect(200);
+      assert.deepStrictEqual((await getKeys('?limit=3').expect(200)).body.keys, [ '0', '00', '01' ]);
+      list = await getList('?limit=3').expect(200);
+      assert.deepStrictEqual([ list.body.items.map((i: { key: string }) => i.key), list.body.total_rows ], [[ '0', '00', '01' ], 7 ]);
+      // Another query of the same device is its own page.
+      assert.deepStrictEqual((await getKeys('?limit=2&sortDir=desc').expect(200)).body.keys, [ 'e', 'd' ]);
+    });
+
+    it('200 another device\'s pages are its own (same query, cached on this worker)', async () => {
+      await getKeys().expect(200);
+      const other = await deviceWithToken();
+      await put(other.token, 'z', { z: 1 }).expect(200);
+      const res = await app.httpRequest().get('/kv/_keys').set('x-app-token', other.token).expect(200);
+      assert.deepStrictEqual(res.body, { keys: [ 'z' ], total_rows: 1, current_page: { limit: 100, skip: 0, count: 1 } });
+      const list = await app.httpRequest().get('/kv').set('x-app-token', other.token).expect(200);
+      assert.deepStrictEqual(list.body.items.map((i: { deviceId: number; key: string }) => [ i.deviceId, i.key ]), [[ other.device.id, 'z' ]]);
+    });
+
     it('200 /kv pages with limit/skip and the exact load_more', async () => {
       const res = await getList('?sortBy=updatedAt&sortDir=desc&limit=2&skip=1').expect(200);
       assert.deepStrictEqual(res.body.items.map((i: { key: string }) => i.key), [ 'd', 'e' ]);
