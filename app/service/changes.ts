@@ -79,11 +79,16 @@ export default class ChangesService extends Service {
     return this.ctx.model;
   }
 
-  /** Records KV changes inside the transaction that makes them. */
+  /**
+   * Records KV changes inside the transaction that makes them. The log trimmer hears of them
+   * once committed: a round between here and the commit would see neither the records nor
+   * the revision, and would not come back to the device before its next write.
+   */
   async recordKvChanges(deviceId: number, changes: KvChange[], transaction: Transaction) {
     if (changes.length === 0) return;
     await this.db.DeviceLog.bulkCreate(changes.map(c => kvChangeRow(deviceId, c)), { transaction });
-    this.app.logTrimmer.touch(deviceId, changes[changes.length - 1].revision);
+    const revision = changes[changes.length - 1].revision;
+    transaction.afterCommit(() => this.app.logTrimmer.touch(deviceId, revision));
   }
 
   /**
