@@ -7,7 +7,8 @@ export class LogTrimmer {
   /** deviceId → latest revision written here since the last round (null: none), and whether events were recorded. */
   private dirty = new Map<number, { revision: number | null; events: boolean }>();
   private timer?: NodeJS.Timeout;
-  private running = false;
+  /** The round in progress, if any. */
+  private round?: Promise<void>;
 
   constructor(
     private readonly trim: (deviceId: number, latestRevision: number | null, events: boolean) => Promise<void>,
@@ -29,28 +30,38 @@ export class LogTrimmer {
   start() {
     if (this.timer) return;
     this.timer = setInterval(() => {
+      if (this.round) return; // the previous round is still going
       this.runOnce().catch(err => this.onError(err as Error));
     }, this.periodMs);
     this.timer.unref();
   }
 
-  /** One round over the devices touched since the last one. */
+  /**
+   * One round over the devices touched since the last one. While a round runs (the
+   * background one), waits for it first: what was touched before the call is trimmed when
+   * it resolves.
+   */
   async runOnce() {
-    if (this.running || this.dirty.size === 0) return;
-    this.running = true;
-    const batch = this.dirty;
+    while (this.round) await this.round;
+    if (this.dirty.size === 0) return;
+    const round = this.trimAll(this.dirty);
     this.dirty = new Map();
+    this.round = round;
     try {
-      for (const [ deviceId, { revision, events }] of batch) {
-        try {
-          await this.trim(deviceId, revision, events);
-        } catch (err) {
-          // Tried again with the device's next write; retention is a floor, not a ceiling.
-          this.onError(err as Error);
-        }
-      }
+      await round;
     } finally {
-      this.running = false;
+      if (this.round === round) this.round = undefined;
+    }
+  }
+
+  private async trimAll(batch: Map<number, { revision: number | null; events: boolean }>) {
+    for (const [ deviceId, { revision, events }] of batch) {
+      try {
+        await this.trim(deviceId, revision, events);
+      } catch (err) {
+        // Tried again with the device's next write; retention is a floor, not a ceiling.
+        this.onError(err as Error);
+      }
     }
   }
 

@@ -79,11 +79,16 @@ export default class ChangesService extends Service {
     return this.ctx.model;
   }
 
-  /** Records KV changes inside the transaction that makes them. */
+  /**
+   * Records KV changes inside the transaction that makes them. The log trimmer hears of them
+   * once committed: a round between here and the commit would see neither the records nor
+   * the revision, and would not come back to the device before its next write.
+   */
   async recordKvChanges(deviceId: number, changes: KvChange[], transaction: Transaction) {
     if (changes.length === 0) return;
     await this.db.DeviceLog.bulkCreate(changes.map(c => kvChangeRow(deviceId, c)), { transaction });
-    this.app.logTrimmer.touch(deviceId, changes[changes.length - 1].revision);
+    const revision = changes[changes.length - 1].revision;
+    transaction.afterCommit(() => this.app.logTrimmer.touch(deviceId, revision));
   }
 
   /**
@@ -171,16 +176,30 @@ export default class ChangesService extends Service {
   }
 
   /**
-   * Drops what is past retention for one device: KV changes up to `latestRevision -
-   * CHANGES_RETENTION` (null: unknown, not trimmed), relayed events beyond the newest
-   * 1000 when `events` is set. Primary-key range deletes, off the write path.
+   * Drops what is past retention for one device: KV changes up to `latest -
+   * CHANGES_RETENTION`, where `latest` is the smaller of `latestRevision` (what a writer
+   * touched; null: unknown, not trimmed) and the device's committed revision, read here;
+   * relayed events beyond the newest 1000 when `events` is set. Primary-key range deletes,
+   * off the write path.
+   *
+   * The committed revision bounds it because a touched revision can belong to another
+   * device than the one now behind the id (ids restart when the tables are emptied, SQLite
+   * reuses the highest id of a deleted row): trimming by it would drop the newest changes
+   * of a device whose log is younger, and a client still within retention would be told
+   * resync-required (CONTRACT.md §7).
    */
   async trim(deviceId: number, latestRevision: number | null, events: boolean) {
     const { changesRetention, eventHistoryMax } = this.app.settings;
     if (latestRevision !== null && latestRevision > changesRetention) {
-      await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND revision <= ? AND seq = 0', {
-        replacements: [ deviceId, latestRevision - changesRetention ], type: QueryTypes.DELETE,
-      });
+      const [ dev ] = await this.db.query('SELECT revision FROM devices WHERE id = ?', {
+        replacements: [ deviceId ], type: QueryTypes.SELECT, raw: true,
+      }) as Array<{ revision: number | string }>;
+      const latest = dev ? Math.min(latestRevision, Number(dev.revision)) : 0;
+      if (latest > changesRetention) {
+        await this.db.query('DELETE FROM device_log WHERE deviceId = ? AND revision <= ? AND seq = 0', {
+          replacements: [ deviceId, latest - changesRetention ], type: QueryTypes.DELETE,
+        });
+      }
     }
     if (events) {
       const rows = await this.db.query(

@@ -109,35 +109,36 @@ describe('test/app/io/changes.test.ts', () => {
         });
 
         it('since at or above the latest revision: nothing from the log, the next live change is the first event', async () => {
-          const { token } = await deviceWithToken();
+          const { device, token } = await deviceWithToken();
           await batch(token, 3);
-          for (const since of [ 3, 10 ]) {
+          // Every client stays open (closeAllClients): a close would reach the next one as a
+          // device-left whenever the server gets to it.
+          const clients: TestClient[] = [];
+          for (const since of [ 3, 10, 3 ]) {
             const client = await connect(combo);
+            clients.push(client);
             await client.request('join-token', { token, since });
-            await client.expectNext('device-joined');
+            for (const c of clients) assert.deepStrictEqual(await c.expectNext('device-joined'), { uuid: device.uuid, connections: clients.length });
             await client.expectNext('joined');
-            client.close();
           }
-          const client = await connect(combo);
-          await client.request('join-token', { token, since: 3 });
-          await client.expectNext('device-joined');
-          await client.expectNext('joined');
           await kvSet(token, 'x');
-          assert.deepStrictEqual(revisions(await nextChanges(client, 1)), [ 4 ]);
+          for (const client of [ clients[0], clients[2] ]) assert.deepStrictEqual(revisions(await nextChanges(client, 1)), [ 4 ]);
         });
 
         it('without since (or since null): no catch-up, the live changes from the join on', async () => {
-          const { token } = await deviceWithToken();
+          const { device, token } = await deviceWithToken();
           await batch(token, 3);
+          // The earlier clients stay open (closeAllClients): a close would reach the next one as a
+          // device-left whenever the server gets to it.
+          let connections = 0;
           for (const payload of [{ token }, { token, since: null }]) {
             const client = await connect(combo);
             await client.request('join-token', payload);
-            await client.expectNext('device-joined');
+            assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: ++connections });
             await client.expectNext('joined');
             await kvSet(token, 'x');
             const [ next ] = await nextChanges(client, 1);
-            assert.strictEqual(next.key, 'x');
-            client.close();
+            assert.deepStrictEqual([ next.key, next.revision ], [ 'x', 3 + connections ]);
           }
         });
 

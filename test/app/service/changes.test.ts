@@ -160,6 +160,32 @@ describe('test/app/service/changes.test.ts', () => {
         [ s.changesRetention, s.eventHistoryMax ] = saved;
       }
     });
+
+    it('never past retention of the device\'s committed revision: a higher touched revision (an earlier device with the same id) keeps the newest changes', async () => {
+      // Ids restart when the tables are emptied (and SQLite reuses a deleted highest id): the
+      // trimmer may still hold the revision an earlier device with this id reached.
+      const s = app.config.classworks as { changesRetention: number };
+      const saved = s.changesRetention;
+      s.changesRetention = 3;
+      try {
+        for (let i = 0; i < 5; i++) {
+          await app.httpRequest().post(`/kv/k${i}`).set('x-app-token', token).send({ i })
+            .expect(200);
+        }
+        await app.mockContext().service.changes.trim(device.id, 340, false);
+        assert.deepStrictEqual((await logRows(device.id)).map(r => r.revision), [ 3, 4, 5 ]);
+        const res = await app.httpRequest().get('/kv/_changes?since=2').set('x-app-token', token).expect(200);
+        assert.deepStrictEqual(res.body.changes.map((c: KvChange) => c.revision), [ 3, 4, 5 ]);
+        // Through the background trimmer: the stale touch and this device's own one merge (the highest wins).
+        app.logTrimmer.touch(device.id, 340);
+        await app.httpRequest().post('/kv/k5').set('x-app-token', token).send({ i: 5 })
+          .expect(200);
+        await app.logTrimmer.runOnce();
+        assert.deepStrictEqual((await logRows(device.id)).map(r => r.revision), [ 4, 5, 6 ]);
+      } finally {
+        s.changesRetention = saved;
+      }
+    });
   });
 
   describe('eventSeq()', () => {
@@ -187,6 +213,24 @@ describe('test/app/service/changes.test.ts', () => {
       assert.deepStrictEqual(calls, [[ 1, 7, false ], [ 2, null, true ], [ 3, 2, true ]]);
       await trimmer.runOnce();
       assert.strictEqual(calls.length, 3);
+    });
+
+    it('runOnce() while a round runs: waits for it, then trims what was touched meanwhile before it resolves', async () => {
+      const calls: number[] = [];
+      let release!: () => void;
+      const blocked = new Promise<void>(resolve => { release = resolve; });
+      const trimmer = new LogTrimmer(async id => {
+        if (id === 1) await blocked;
+        calls.push(id);
+      }, () => undefined);
+      trimmer.touch(1, 5);
+      const first = trimmer.runOnce();
+      trimmer.touch(2, 5);
+      const second = trimmer.runOnce();
+      setImmediate(release);
+      await second;
+      assert.deepStrictEqual(calls, [ 1, 2 ]);
+      await first;
     });
 
     it('a failing device does not stop the round; the error is reported', async () => {
