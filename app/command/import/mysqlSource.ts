@@ -41,17 +41,8 @@ export class MysqlSource extends SqlSource {
     return `CAST(${column} AS CHAR CHARACTER SET utf8mb4)`;
   }
 
-  protected async describe() {
-    const rows = await this.query(
-      'SELECT TABLE_NAME AS t, COLUMN_NAME AS c FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()', []);
-    const out = new Map<string, Set<string>>();
-    for (const r of rows) {
-      const t = String(r.t);
-      if (!out.has(t)) out.set(t, new Set());
-      out.get(t)!.add(String(r.c));
-    }
-    return out;
-  }
+  protected readonly columnsSql =
+    'SELECT TABLE_NAME AS t, COLUMN_NAME AS c FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()';
 
   async close() {
     await this.conn.end().catch(() => undefined);

@@ -49,17 +49,8 @@ export class PostgresSource extends SqlSource {
     return `floor(extract(epoch from ${column}) * 1000)::bigint`;
   }
 
-  protected async describe() {
-    const rows = await this.query(
-      'SELECT table_name AS t, column_name AS c FROM information_schema.columns WHERE table_schema = current_schema()', []);
-    const out = new Map<string, Set<string>>();
-    for (const r of rows) {
-      const t = String(r.t);
-      if (!out.has(t)) out.set(t, new Set());
-      out.get(t)!.add(String(r.c));
-    }
-    return out;
-  }
+  protected readonly columnsSql =
+    'SELECT table_name AS t, column_name AS c FROM information_schema.columns WHERE table_schema = current_schema()';
 
   async close() {
     await this.client.end().catch(() => undefined);

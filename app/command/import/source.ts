@@ -117,8 +117,19 @@ export abstract class SqlSource {
   protected timeMs(column: string): string {
     return column;
   }
+  /** SQL listing the source schema's columns as rows `{t: table, c: column}` (information_schema). */
+  protected abstract readonly columnsSql: string;
+
   /** Table name → column names of the source (the schema check reads them). */
-  protected abstract describe(): Promise<Map<string, Set<string>>>;
+  protected async describe(): Promise<Map<string, Set<string>>> {
+    const out = new Map<string, Set<string>>();
+    for (const r of await this.query(this.columnsSql, [])) {
+      const t = String(r.t);
+      if (!out.has(t)) out.set(t, new Set());
+      out.get(t)!.add(String(r.c));
+    }
+    return out;
+  }
   abstract close(): Promise<void>;
 
   /** Checks that this is a ClassworksKV database; throws SourceError naming what is missing. */
