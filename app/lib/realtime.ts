@@ -329,10 +329,7 @@ export class Realtime {
       this.feeds.release(socket.id, uuid);
       return { ok: false, reason: 'invalid_token' };
     }
-    this.io.to(uuid).emit('device-joined', { uuid, connections });
-    this.emitJoined(socket, state, token, info);
-    this.feeds.release(socket.id, uuid);
-    return { ok: true, uuid };
+    return this.finishJoin(socket, state, token, info, connections);
   }
 
   /**
@@ -348,14 +345,23 @@ export class Realtime {
     state.tokens.delete(token); // re-inserted last: the most recent join
     state.tokens.set(token, info);
     this.feeds.join(socket, { deviceId: info.deviceId, uuid }, since);
-    if (takeRejoin(state, Date.now())) {
-      const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
-      if (state.closed || !state.rooms.get(uuid)?.has(token)) {
-        this.feeds.release(socket.id, uuid);
-        return { ok: false, reason: 'invalid_token' };
-      }
-      this.io.to(uuid).emit('device-joined', { uuid, connections });
+    if (!takeRejoin(state, Date.now())) return this.finishJoin(socket, state, token, info, undefined);
+    const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
+    if (state.closed || !state.rooms.get(uuid)?.has(token)) {
+      this.feeds.release(socket.id, uuid);
+      return { ok: false, reason: 'invalid_token' };
     }
+    return this.finishJoin(socket, state, token, info, connections);
+  }
+
+  /**
+   * The end of a join: `device-joined` to the room (unless the rejoin is not announced:
+   * `connections` undefined), `joined` to the joiner, then the socket takes the room's
+   * live changes (its catch-up, if any, continues on its own).
+   */
+  private finishJoin(socket: Socket, state: SocketState, token: string, info: TokenInfo, connections: number | undefined): AckResult {
+    const { uuid } = info;
+    if (connections !== undefined) this.io.to(uuid).emit('device-joined', { uuid, connections });
     this.emitJoined(socket, state, token, info);
     this.feeds.release(socket.id, uuid);
     return { ok: true, uuid };
