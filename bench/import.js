@@ -72,7 +72,8 @@ async function resetTarget() {
 
 function runImport() {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, NODE_ENV: 'production', DATABASE_URL: dbUrl(MYSQL_ADMIN, MYSQL_DB) };
+    // As in production, where the server's settings (JWT_SECRET among them) are in the environment.
+    const env = { JWT_SECRET: 'bench-import-secret-0123456789abcdef0123', ...process.env, NODE_ENV: 'production', DATABASE_URL: dbUrl(MYSQL_ADMIN, MYSQL_DB) };
     delete env.REDIS_URL;
     if (REDIS_URL) env.REDIS_URL = REDIS_URL;
     const started = Date.now();
