@@ -11,7 +11,7 @@
  * arrays, closures by function name, system nodes by name) and prints the groups whose
  * self size grew most: count and bytes, and per socket when `sockets` is given.
  * `--retainers Name` also lists, for the nodes of group Name in the second snapshot,
- * which group and property hold them (edge counts). Self sizes only: a retained size
+ * the paths (3 levels of first retainers) that hold them, by bytes grown from the first snapshot. Self sizes only: a retained size
  * needs the dominator tree, which DevTools computes (open the files there).
  */
 const fs = require('fs');
@@ -77,22 +77,58 @@ function totals(h) {
   return byGroup;
 }
 
-function retainersOf(h, name) {
-  const out = new Map();
+/** First strong retainer of every node (node index -> { from, label }), computed once. */
+function firstRetainers(h) {
+  if (h.parent) return h.parent;
+  const from = new Int32Array(h.count).fill(-1);
+  const label = new Array(h.count);
   let edgeAt = 0;
   for (let n = 0; n < h.count; n++) {
     const edgeCount = h.nodes[n * h.N + h.iEdges];
     for (let e = 0; e < edgeCount; e++, edgeAt += h.E) {
       const to = h.edges[edgeAt + h.eTo] / h.N;
-      if (h.group[to] !== name) continue;
+      if (from[to] !== -1) continue;
       const type = h.edgeTypes[h.edges[edgeAt + h.eType]];
-      if (type === 'weak') continue;
-      const label = type === 'element' || type === 'hidden' ? `[${type}]` : h.strings[h.edges[edgeAt + h.eName]];
-      const key = `${h.group[n]} .${label}`;
-      out.set(key, (out.get(key) || 0) + 1);
+      if (type === 'weak' || type === 'shortcut') continue;
+      from[to] = n;
+      label[to] = type === 'element' || type === 'hidden' ? `[${type === 'element' ? h.edges[edgeAt + h.eName] : 'hidden'}]` : h.strings[h.edges[edgeAt + h.eName]];
     }
   }
-  return [ ...out ].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  h.parent = { from, label };
+  return h.parent;
+}
+
+/** Nodes of group `name` by the path of (first) retainers above them, 3 levels: count and self bytes. */
+function retainersOf(h, name) {
+  const { from, label } = firstRetainers(h);
+  const out = new Map();
+  for (let n = 0; n < h.count; n++) {
+    if (h.group[n] !== name) continue;
+    const path = [];
+    let at = n;
+    for (let depth = 0; depth < 3 && from[at] !== -1; depth++) {
+      const l = String(label[at]).replace(/^\[\d+\]$/, '[i]');
+      path.unshift(`${h.group[from[at]]}.${l}`);
+      at = from[at];
+    }
+    const key = path.join(' > ');
+    const t = out.get(key) || { count: 0, bytes: 0 };
+    t.count++;
+    t.bytes += h.nodes[n * h.N + h.iSelf];
+    out.set(key, t);
+  }
+  return out;
+}
+
+/** retainersOf(b) − retainersOf(a): the paths that grew, by bytes. */
+function retainersGrown(a, b, name) {
+  const ra = retainersOf(a, name);
+  const out = [];
+  for (const [ k, t ] of retainersOf(b, name)) {
+    const o = ra.get(k) || { count: 0, bytes: 0 };
+    out.push([ k, { count: t.count - o.count, bytes: t.bytes - o.bytes } ]);
+  }
+  return out.sort((x, y) => y[1].bytes - x[1].bytes).slice(0, 15);
 }
 
 const a = load(files[0]);
@@ -116,6 +152,6 @@ for (const r of rows.slice(0, top)) {
   console.log(`${String(r.dBytes).padStart(12)}${per(r.dBytes)}${String(r.dCount).padStart(10)}${per(r.dCount)}  ${r.g}`);
 }
 for (const name of retainers) {
-  console.log(`\nheld by (in ${files[1]}), for ${name}:`);
-  for (const [ k, v ] of retainersOf(b, name)) console.log(`${String(v).padStart(10)}  ${k}`);
+  console.log(`\ngrown, ${name}, by the path that holds it:`);
+  for (const [ k, v ] of retainersGrown(a, b, name)) console.log(`${String(v.bytes).padStart(10)} B ${String(v.count).padStart(7)}  ${k}`);
 }
