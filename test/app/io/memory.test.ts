@@ -40,6 +40,20 @@ async function trackingContexts<T>(fn: () => Promise<T>): Promise<{ result: T; c
 }
 
 describe('test/app/io/memory.test.ts', () => {
+  it('MySQL: pooled mysql2 connections (Sequelize\'s and the KV writer\'s) open with a statement cache of 64, not 16,000 (512 KiB each)', async function() {
+    if (!app.kvWriter) return this.skip(); // SQLite: no mysql2
+    type Conn = { config: { maxPreparedStatements: number } };
+    const manager = (app.model as unknown as { connectionManager: { getConnection(): Promise<Conn>; releaseConnection(c: Conn): Promise<void> } }).connectionManager;
+    const conn = await manager.getConnection();
+    try {
+      assert.strictEqual(conn.config.maxPreparedStatements, 64);
+    } finally {
+      await manager.releaseConnection(conn);
+    }
+    const pool = (app.kvWriter as unknown as { pool: { config: { connectionConfig: { maxPreparedStatements: number } } } }).pool;
+    assert.strictEqual(pool.config.connectionConfig.maxPreparedStatements, 64);
+  });
+
   for (const combo of COMBINATIONS) {
     describe(combo.title, () => {
       before(async () => {
