@@ -586,7 +586,8 @@ async function benchMemory() {
   const heapDir = path.join(logRoot, 'heap');
   fs.mkdirSync(heapDir, { recursive: true });
   const { base, pids } = await boot('memory', {
-    NODE_OPTIONS: `--require=${path.join(__dirname, 'lib', 'heap-probe.js')}`,
+    // BENCH_NODE_OPTIONS: more options for the server's processes (e.g. --max-semi-space-size=4).
+    NODE_OPTIONS: `${env.BENCH_NODE_OPTIONS ? `${env.BENCH_NODE_OPTIONS} ` : ''}--require=${path.join(__dirname, 'lib', 'heap-probe.js')}`,
     CKV_HEAP_DIR: heapDir,
   });
   log(`memory: creating ${devices} devices with a token each`);
@@ -616,10 +617,13 @@ async function benchMemory() {
       // The round starts right after the previous point's forced GC: its RSS then is the base.
       rssPerSocketKb: perSocket(before.rssGc.total, joined.rss.total, conn.joined),
       workersRssPerSocketKb: perSocket(sumOf(before.rssGc.workers), sumOf(joined.rss.workers), conn.joined),
+      // Live memory only: both ends after a forced GC (what young-generation garbage does not explain).
+      rssGcPerSocketKb: perSocket(before.rssGc.total, joined.rssGc.total, conn.joined),
       heapPerSocketKb: perSocket(before.heapUsedKb, joined.heapUsedKb, conn.joined),
       rssRetainedKb: closed.rssGc.total - before.rssGc.total,
     };
-    log(`memory round ${r}: RSS ${signed(run.rssPerSocketKb)} KiB per socket (all processes; workers alone ${signed(run.workersRssPerSocketKb)}), ` +
+    log(`memory round ${r}: RSS ${signed(run.rssPerSocketKb)} KiB per socket (all processes; workers alone ${signed(run.workersRssPerSocketKb)}; ` +
+      `both ends after a forced GC ${signed(run.rssGcPerSocketKb)}), ` +
       `heap after GC ${signed(run.heapPerSocketKb)} KiB per socket; online ${online}, after close ${onlineAfterClose}; ` +
       `RSS after close ${mib(closed.rss.total)} MiB, after a forced GC ${mib(closed.rssGc.total)} MiB (${signed(mib(run.rssRetainedKb))} MiB over the round's start)`);
     runs.push(run);
@@ -632,7 +636,7 @@ async function benchMemory() {
     startRssKb: start.rssGc.total,
     rounds: runs.map(x => ({
       round: x.round, joinRate: x.joinRate, rssBeforeKb: x.before.rssGc.total, rssJoinedKb: x.afterJoin.rss.total,
-      rssClosedKb: x.afterClose.rss.total, rssClosedGcKb: x.afterClose.rssGc.total, rssPerSocketKb: x.rssPerSocketKb, heapPerSocketKb: x.heapPerSocketKb, failed: x.failed,
+      rssClosedKb: x.afterClose.rss.total, rssClosedGcKb: x.afterClose.rssGc.total, rssPerSocketKb: x.rssPerSocketKb, rssGcPerSocketKb: x.rssGcPerSocketKb, heapPerSocketKb: x.heapPerSocketKb, failed: x.failed,
     })),
     steadyRssPerSocketKb: second.rssPerSocketKb,
   };
@@ -648,7 +652,7 @@ async function benchMemory() {
       runs[2].afterClose.rssGc.total <= runs[1].afterClose.rssGc.total + slack;
   }
   return {
-    config: { ...cfg.memory, addresses: `${addresses[0]}..${addresses[addresses.length - 1]}`, joinConcurrencyPerProcess: concurrency, heapDir },
+    config: { ...cfg.memory, nodeOptions: env.BENCH_NODE_OPTIONS || null, addresses: `${addresses[0]}..${addresses[addresses.length - 1]}`, joinConcurrencyPerProcess: concurrency, heapDir },
     pids, start, runs, summary, targets,
   };
 }
@@ -746,7 +750,8 @@ function printSummary(results) {
     lines.push(`  start: RSS ${mib(s.startRssKb)} MiB (after a forced GC; each round starts right after one)`);
     for (const x of s.rounds) {
       lines.push(`  round ${x.round}: join ${x.joinRate}/s; RSS before ${mib(x.rssBeforeKb)}, joined ${mib(x.rssJoinedKb)}, ` +
-        `closed ${mib(x.rssClosedKb)} (after a forced GC ${mib(x.rssClosedGcKb)}) MiB; ${signed(x.rssPerSocketKb)} KiB RSS and ${signed(x.heapPerSocketKb)} KiB heap per socket`);
+        `closed ${mib(x.rssClosedKb)} (after a forced GC ${mib(x.rssClosedGcKb)}) MiB; per socket ${signed(x.rssPerSocketKb)} KiB RSS ` +
+        `(${signed(x.rssGcPerSocketKb)} after a forced GC), ${signed(x.heapPerSocketKb)} KiB heap`);
     }
   }
   for (const [ name, r ] of Object.entries(b)) {
