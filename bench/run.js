@@ -645,11 +645,12 @@ async function benchMemory() {
     'steady state (round 2) <= 12 KiB per socket': second.rssPerSocketKb <= 12,
   };
   if (runs.length >= 3) {
-    // No ratchet: the third round ends where the second did (within 2 MiB per worker: allocator noise).
+    // No ratchet: the third round holds and ends where the second did (within 2 MiB per worker:
+    // allocator noise). Compared after the forced GC: the readings before it move by tens of MiB
+    // with the time of the workers' last collection (docs/PERFORMANCE.md §10).
     const slack = 2048 * pids.workers.length;
-    targets['round 3 RSS (joined, closed, closed after GC) not above round 2'] =
-      runs[2].afterJoin.rss.total <= runs[1].afterJoin.rss.total + slack && runs[2].afterClose.rss.total <= runs[1].afterClose.rss.total + slack &&
-      runs[2].afterClose.rssGc.total <= runs[1].afterClose.rssGc.total + slack;
+    targets['round 3 RSS after GC (joined, closed) not above round 2'] =
+      runs[2].afterJoin.rssGc.total <= runs[1].afterJoin.rssGc.total + slack && runs[2].afterClose.rssGc.total <= runs[1].afterClose.rssGc.total + slack;
   }
   return {
     config: { ...cfg.memory, nodeOptions: env.BENCH_NODE_OPTIONS || null, addresses: `${addresses[0]}..${addresses[addresses.length - 1]}`, joinConcurrencyPerProcess: concurrency, heapDir },
