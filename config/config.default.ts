@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import type { EggAppConfig, EggAppInfo, PowerPartial } from 'egg';
 import { loadSettings, Settings } from './env';
 import { logPadding } from '../app/lib/logRedaction';
+import { MYSQL_MAX_PREPARED_STATEMENTS } from '../app/lib/queryTimeout';
 
 /**
  * egg needs `config.keys` (identical in every worker). The API uses no cookies, so
@@ -128,7 +129,8 @@ export default (appInfo: EggAppInfo): PowerPartial<EggAppConfig> => {
     dialect: 'mysql',
     connectionUri: db.url,
     timezone: '+00:00',
-    dialectOptions: { charset: 'utf8mb4', connectTimeout: 3000 },
+    // mysql2 allocates its statement cache at full size on every connection (app/lib/queryTimeout.ts).
+    dialectOptions: { charset: 'utf8mb4', connectTimeout: 3000, maxPreparedStatements: MYSQL_MAX_PREPARED_STATEMENTS },
     pool: { max: 10, min: 0, acquire: 5000, idle: 10000 },
   } : {
     dialect: 'sqlite',

@@ -2,7 +2,7 @@ import mysql from 'mysql2';
 import type { Pool, PoolConnection, ResultSetHeader } from 'mysql2';
 import { ConnectionError, DatabaseError } from 'sequelize';
 import { isDriverUnavailable } from './errors';
-import { guardConnection } from './queryTimeout';
+import { guardConnection, MYSQL_MAX_PREPARED_STATEMENTS } from './queryTimeout';
 
 /** One `POST /kv/:key` write. */
 export interface KvWrite {
@@ -130,6 +130,7 @@ export class MysqlKvWriter {
       timezone: 'Z',
       connectTimeout: opts.connectTimeoutMs,
       enableKeepAlive: true,
+      maxPreparedStatements: MYSQL_MAX_PREPARED_STATEMENTS,
     });
     // READ COMMITTED: no gap locks, so first writes of neighbouring devices cannot deadlock.
     // Every connection's queries are bounded like the app pool's; a connection whose query

@@ -28,6 +28,14 @@ import type { Sequelize } from 'sequelize';
 /** mysql2's code for a query that got no answer in time (its own `timeout` option uses it too). */
 export const QUERY_TIMEOUT_CODE = 'PROTOCOL_SEQUENCE_TIMEOUT';
 
+/**
+ * mysql2's prepared-statement cache per connection (its `maxPreparedStatements`). mysql2
+ * allocates the cache's four arrays at full size when a connection opens: its default of
+ * 16,000 entries is 512 KiB of heap per pooled connection. The server prepares a few
+ * statements (Sequelize `bind` queries); 64 keeps them all (docs/PERFORMANCE.md §10).
+ */
+export const MYSQL_MAX_PREPARED_STATEMENTS = 64;
+
 type Callback = (this: unknown, err: Error | null, ...results: unknown[]) => unknown;
 
 interface Command {

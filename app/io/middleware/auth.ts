@@ -13,8 +13,10 @@ function handshakeToken(query: Record<string, unknown>): string | undefined {
 /**
  * Connection middleware. Every socket is accepted (a bad token is answered with
  * `join-error`, as clients expect); a handshake `token`/`apptoken` joins that
- * token's device room once the connection is established. The code after
- * `await next()` runs on disconnect and clears the socket's presence.
+ * token's device room once the connection is established. The socket's
+ * `disconnect` clears its presence. The chain ends once the socket is admitted
+ * (patches/egg-socket.io: a context held until disconnect cost every socket
+ * kilobytes), so nothing here may wait for the disconnect after `next()`.
  */
 export default (app: Application) => async function auth(ctx: Context, next: () => Promise<void>) {
   const socket = ctx.socket;
@@ -35,6 +37,10 @@ export default (app: Application) => async function auth(ctx: Context, next: () 
       }).catch(err => app.logger.error('[realtime] join failed: %s', describeError(err)));
     });
   }
+  // Socket.IO emits `disconnect` for every socket that was connected; one closed during
+  // the handshake never had realtime state (Realtime.stateOf needs a connected socket).
+  socket.once('disconnect', () => {
+    app.realtime.detach(socket).catch(err => app.logger.error('[realtime] detach failed: %s', describeError(err)));
+  });
   await next();
-  await app.realtime.detach(socket);
 };
