@@ -435,9 +435,11 @@ async function benchFanout() {
 
   const summary = { socketio: fanoutSummary(sioRuns), rawWs: fanoutSummary(rawRuns) };
   summary.p99Ratio = Math.round((summary.socketio.fromResponse.p99 / Math.max(summary.rawWs.fromResponse.p99, 0.01)) * 100) / 100;
+  summary.p99RatioFromSend = Math.round((summary.socketio.fromSend.p99 / Math.max(summary.rawWs.fromSend.p99, 0.01)) * 100) / 100;
   const targets = {
     'p99 < 50 ms': summary.socketio.fromResponse.p99 < 50,
     'p99 <= 3x raw ws p99': summary.socketio.fromResponse.p99 <= 3 * summary.rawWs.fromResponse.p99,
+    'p99 from send <= 1.5x raw ws p99 from send (issue 13)': summary.socketio.fromSend.p99 <= 1.5 * summary.rawWs.fromSend.p99,
     'no missed deliveries': summary.socketio.missed === 0,
   };
   return {
@@ -614,7 +616,7 @@ function printSummary(results) {
       lines.push(`    by worker: the writer's p50 ${s.writersWorker.p50} p99 ${s.writersWorker.p99}; the other p50 ${s.otherWorker.p50} p99 ${s.otherWorker.p99}`);
     }
     lines.push(`  raw ws     p50 ${w.fromResponse.p50}  p99 ${w.fromResponse.p99}  max ${w.fromResponse.max}  missed ${w.missed}/${w.expected}`);
-    lines.push(`  p99 ratio socket.io / raw ws: ${p99Ratio}`);
+    lines.push(`  p99 ratio socket.io / raw ws: ${p99Ratio}; from the send: ${b.fanout.summary.p99RatioFromSend} (p99 ${s.fromSend.p99} / ${w.fromSend.p99} ms)`);
   }
   if (b.capacity) {
     const s = b.capacity.summary;
