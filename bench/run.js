@@ -250,9 +250,16 @@ async function benchHttp() {
 // Realtime helpers
 
 /** Starts `processes` client processes holding `tokens` (one per socket) between them. */
-async function connectClients({ mode, url, tokens, processes, addresses, keyPrefix, concurrency }) {
+async function connectClients({ mode, url, tokens, processes, addresses, keyPrefix, concurrency, cpuOf }) {
   const procs = Array.from({ length: processes }, () => spawnChild('clients.js'));
   const shares = procs.map((_, p) => tokens.filter((__, i) => i % processes === p));
+  // cpuOf { name: pid }: CPU seconds each used while the sockets joined (the client
+  // processes are counted once loaded: they answer a reset first).
+  let cpu0 = null;
+  if (cpuOf) {
+    await Promise.all(procs.map(c => ask(c, { cmd: 'reset' })));
+    cpu0 = cpuSample(cpuOf, procs);
+  }
   // Socket i of process p gets addresses[(p + i * processes) % n]: over all processes
   // that is address (global index) mod n, so every address carries the same count.
   const replies = await Promise.all(procs.map((c, p) => {
@@ -265,7 +272,25 @@ async function connectClients({ mode, url, tokens, processes, addresses, keyPref
   for (const r of replies) for (const [ k, v ] of Object.entries(r.errors)) errors[k] = (errors[k] || 0) + v;
   const startAt = Math.min(...replies.map(r => r.startAt));
   const endAt = Math.max(...replies.map(r => r.endAt));
-  return { procs, joined, failed, errors, seconds: (endAt - startAt) / 1000 };
+  const cpu = cpu0 && cpuDelta(cpu0, cpuSample(cpuOf, procs));
+  return { procs, joined, failed, errors, seconds: (endAt - startAt) / 1000, cpu };
+}
+
+/** CPU seconds so far of the named pids, the client processes and the whole machine (/proc/stat). */
+function cpuSample(named, procs) {
+  const out = { at: wallNow() };
+  for (const [ name, pid ] of Object.entries(named)) out[name] = pid ? server.cpuSeconds(pid) : null;
+  out.clients = procs.reduce((a, c) => a + (server.cpuSeconds(c.pid) || 0), 0);
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  out.machineBusy = (f.reduce((a, x) => a + x, 0) - f[3] - f[4]) / 100; // all but idle and iowait
+  return out;
+}
+function cpuDelta(a, b) {
+  const out = { wallSeconds: Math.round(b.at - a.at) / 1000 };
+  for (const k of Object.keys(b)) if (k !== 'at') out[k] = a[k] === null || b[k] === null ? null : Math.round((b[k] - a[k]) * 100) / 100;
+  const known = Object.keys(b).filter(k => k !== 'at' && k !== 'machineBusy').reduce((s, k) => s + (out[k] || 0), 0);
+  out.others = Math.round((out.machineBusy - known) * 100) / 100; // everything else on the machine
+  return out;
 }
 
 async function collectReceipts(procs, writes) {
@@ -420,9 +445,11 @@ async function benchFanout() {
 
   const summary = { socketio: fanoutSummary(sioRuns), rawWs: fanoutSummary(rawRuns) };
   summary.p99Ratio = Math.round((summary.socketio.fromResponse.p99 / Math.max(summary.rawWs.fromResponse.p99, 0.01)) * 100) / 100;
+  summary.p99RatioFromSend = Math.round((summary.socketio.fromSend.p99 / Math.max(summary.rawWs.fromSend.p99, 0.01)) * 100) / 100;
   const targets = {
     'p99 < 50 ms': summary.socketio.fromResponse.p99 < 50,
     'p99 <= 3x raw ws p99': summary.socketio.fromResponse.p99 <= 3 * summary.rawWs.fromResponse.p99,
+    'p99 from send <= 1.5x raw ws p99 from send (issue 13)': summary.socketio.fromSend.p99 <= 1.5 * summary.rawWs.fromSend.p99,
     'no missed deliveries': summary.socketio.missed === 0,
   };
   return {
@@ -459,9 +486,12 @@ async function benchCapacity() {
     const rssBefore = pids.workers.map(server.rssKb);
     const socketTokens = [];
     for (let d = 0; d < devices; d++) for (let k = 0; k < perDevice; k++) socketTokens.push(tokens[d]);
-    const conn = await connectClients({ mode: 'sio', url: base, tokens: socketTokens, processes, addresses, keyPrefix: 'cap-', concurrency });
+    const svc = server.servicePids();
+    const cpuOf = { master: pids.master, agent: pids.agent, workerA: pids.workers[0], workerB: pids.workers[1], redis: svc.redis, mysql: svc.mysql };
+    const conn = await connectClients({ mode: 'sio', url: base, tokens: socketTokens, processes, addresses, keyPrefix: 'cap-', concurrency, cpuOf });
     const joinRate = Math.round(conn.joined / conn.seconds);
     log(`capacity run ${r + 1}/${nRuns}: ${conn.joined}/${sockets} joined in ${conn.seconds.toFixed(1)} s (${joinRate}/s), failed ${conn.failed} ${JSON.stringify(conn.errors)}`);
+    log(`capacity run ${r + 1}/${nRuns}: CPU s while joining (${processes} client processes): ${JSON.stringify(conn.cpu)}`);
     await sleep(5000);
     const online = await onlineTotal(base);
     const rssAfter = pids.workers.map(server.rssKb);
@@ -475,7 +505,7 @@ async function benchCapacity() {
     log(`capacity: fan-out of ${w.length} writes at ${conn.joined} sockets: p50 ${lat.fromResponse.p50} p99 ${lat.fromResponse.p99} max ${lat.fromResponse.max} ms, missed ${lat.missed}/${lat.expected}`);
     await closeClients(conn.procs);
     runs.push({
-      sockets, joined: conn.joined, failed: conn.failed, errors: conn.errors, joinSeconds: conn.seconds, joinRate, online,
+      sockets, joined: conn.joined, failed: conn.failed, errors: conn.errors, joinSeconds: conn.seconds, joinRate, joinCpuSeconds: conn.cpu, online,
       workerPids: pids.workers, rssBeforeKb: rssBefore, rssAfterKb: rssAfter, perSocketKb: Math.round(perSocketKb * 100) / 100,
       fanout: lat, writeErrors: w.filter(x => x.status !== 200).length,
     });
@@ -739,7 +769,7 @@ function printSummary(results) {
       lines.push(`    by worker: the writer's p50 ${s.writersWorker.p50} p99 ${s.writersWorker.p99}; the other p50 ${s.otherWorker.p50} p99 ${s.otherWorker.p99}`);
     }
     lines.push(`  raw ws     p50 ${w.fromResponse.p50}  p99 ${w.fromResponse.p99}  max ${w.fromResponse.max}  missed ${w.missed}/${w.expected}`);
-    lines.push(`  p99 ratio socket.io / raw ws: ${p99Ratio}`);
+    lines.push(`  p99 ratio socket.io / raw ws: ${p99Ratio}; from the send: ${b.fanout.summary.p99RatioFromSend} (p99 ${s.fromSend.p99} / ${w.fromSend.p99} ms)`);
   }
   if (b.capacity) {
     const s = b.capacity.summary;

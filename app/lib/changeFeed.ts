@@ -99,6 +99,8 @@ const isGone = (err: unknown) => (err as { status?: number })?.status === 404;
  */
 export class ChangeFeeds {
   private readonly feeds = new Map<string, DeviceFeed>();
+  /** Feeds begun this turn, waiting for their starting revision (readStarts). */
+  private beginning: DeviceFeed[] = [];
   private pollTimer?: NodeJS.Timeout;
   private polling = false;
   private closed = false;
@@ -193,25 +195,43 @@ export class ChangeFeeds {
     return feed;
   }
 
-  /** Reads where a new feed starts: the device's latest revision; what arrived meanwhile was buffered. */
+  /**
+   * Reads where a new feed starts: the device's latest revision; what arrived meanwhile was
+   * buffered. The feeds begun in one event-loop turn (a burst of joins to many devices) read
+   * theirs in one query (pollChunk devices per query).
+   */
   private begin(feed: DeviceFeed) {
     if (feed.starting || feed.closed) return;
     feed.starting = true;
-    this.deps.latest([ feed.deviceId ]).then(revisions => {
-      feed.starting = false;
-      if (feed.closed) return;
-      const latest = revisions.get(feed.deviceId) ?? 0;
-      feed.last = latest;
-      for (const r of [ ...feed.buffer.keys() ]) if (r <= latest) feed.buffer.delete(r);
-      this.drain(feed);
-      if (feed.buffer.size > 0) this.scheduleFill(feed);
-      for (const c of [ ...feed.catchUps.values() ]) this.settle(feed, c);
-    }, err => {
-      feed.starting = false;
-      this.deps.warn('[changes] reading revision of device %s failed: %s', feed.deviceId, (err as Error).message);
-      const retry = setTimeout(() => this.begin(feed), this.opts.gapMs * 4);
-      retry.unref();
-    });
+    this.beginning.push(feed);
+    if (this.beginning.length === 1) setImmediate(() => this.readStarts());
+  }
+
+  private readStarts() {
+    const feeds = this.beginning.splice(0).filter(f => !f.closed);
+    for (let i = 0; i < feeds.length; i += this.opts.pollChunk) {
+      const chunk = feeds.slice(i, i + this.opts.pollChunk);
+      this.deps.latest(chunk.map(f => f.deviceId)).then(revisions => {
+        for (const feed of chunk) this.started(feed, revisions.get(feed.deviceId) ?? 0);
+      }, err => {
+        this.deps.warn('[changes] reading revision of devices %s failed: %s', chunk.map(f => f.deviceId).join(', '), (err as Error).message);
+        for (const feed of chunk) {
+          feed.starting = false;
+          const retry = setTimeout(() => this.begin(feed), this.opts.gapMs * 4);
+          retry.unref();
+        }
+      });
+    }
+  }
+
+  private started(feed: DeviceFeed, latest: number) {
+    feed.starting = false;
+    if (feed.closed) return;
+    feed.last = latest;
+    for (const r of [ ...feed.buffer.keys() ]) if (r <= latest) feed.buffer.delete(r);
+    this.drain(feed);
+    if (feed.buffer.size > 0) this.scheduleFill(feed);
+    for (const c of [ ...feed.catchUps.values() ]) this.settle(feed, c);
   }
 
   private offer(feed: DeviceFeed, change: KvChange) {

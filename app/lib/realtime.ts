@@ -135,12 +135,14 @@ export class Realtime {
   }
 
   /**
-   * A change committed here: to this worker's sockets through its feed, and to every other
-   * worker and instance, whose feeds put it in order with the others (app/lib/changeFeed.ts).
+   * A change committed here: to every other worker and instance, whose feeds put it in
+   * order with the others (app/lib/changeFeed.ts), and to this worker's sockets through its
+   * feed. The other workers' copy leaves first: its PUBLISH goes out at once (the first of
+   * a tick, app/lib/tickWrites.ts), so they write to their sockets while this one writes to its own.
    */
   private broadcastChange(change: KvChange) {
-    this.feeds.receive(change);
     if (this.app.settings.redisUrl) this.io.serverSideEmit(KV_CHANGE_SIGNAL, change);
+    this.feeds.receive(change);
   }
 
   close() {

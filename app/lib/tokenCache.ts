@@ -25,6 +25,8 @@ export class TokenCache {
   private readonly map = new Map<string, { info: TokenInfo; expiresAt: number }>();
   /** token → until when it is known not to exist. */
   private readonly unknown = new Map<string, number>();
+  /** token → the database read of it in flight, and the generation it started under (once()). */
+  private readonly reading = new Map<string, { generation: number; promise: Promise<TokenInfo | null> }>();
   private gen = 0;
 
   constructor(private readonly ttlMs: number, private readonly max: number, private readonly negativeTtlMs = 0) {}
@@ -84,6 +86,27 @@ export class TokenCache {
     }
     this.unknown.delete(token); // re-inserted last: eviction stays oldest-first
     this.unknown.set(token, Date.now() + this.negativeTtlMs);
+  }
+
+  /**
+   * One database read per token at a time: while `read` of `token` is in flight, a caller
+   * shares its answer instead of reading again (ten sockets of a classroom joining at once
+   * make one query, not ten). Only while nothing was invalidated since that read started:
+   * after an uninstall or an update (delete(), clear()) the next caller reads anew, as it
+   * would from an empty cache. `read` gets the generation to pass to set()/setUnknown().
+   */
+  once(token: string, read: (generation: number) => Promise<TokenInfo | null>): Promise<TokenInfo | null> {
+    const running = this.reading.get(token);
+    if (running && running.generation === this.gen) return running.promise;
+    const generation = this.gen;
+    const promise = read(generation);
+    const entry = { generation, promise };
+    this.reading.set(token, entry);
+    const done = () => {
+      if (this.reading.get(token) === entry) this.reading.delete(token);
+    };
+    promise.then(done, done);
+    return promise;
   }
 
   delete(token: string) {

@@ -111,10 +111,18 @@ export default class AppInstallService extends Service {
     if (cached) return cached;
     // Looked up a few seconds ago and not found (TOKEN_NEGATIVE_CACHE_MS).
     if (cache.isUnknown(token)) return null;
-    const generation = cache.generation;
     // Tokens are printable ASCII; anything else (NUL, control characters, huge strings)
     // is never looked up, whichever path (HTTP or socket) it came from.
     if (!/^[\x21-\x7e]{1,255}$/.test(token)) return null;
+    // Concurrent lookups of one token (a classroom's sockets joining at once) share one
+    // query, while this worker hears of revocations (as for cache hits).
+    if (!this.app.revocations.current) return this.readToken(token, cache.generation);
+    return cache.once(token, generation => this.readToken(token, generation));
+  }
+
+  /** The database read of resolveToken(): the result is cached under `generation`. */
+  private async readToken(token: string, generation: number): Promise<TokenInfo | null> {
+    const cache = this.app.tokenCache;
     const rows = (await this.ctx.model.query(
       'SELECT a.id AS installId, a.deviceId AS deviceId, a.token AS token, a.appId AS appId, a.deviceType AS deviceType,' +
       ' a.isReadOnly AS isReadOnly, a.note AS note, d.uuid AS uuid FROM app_installs a ' +

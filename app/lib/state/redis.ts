@@ -59,12 +59,28 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 return redis.call('HLEN', KEYS[1])`,
-  presenceLeave: `
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[3])
-local n = redis.call('HLEN', KEYS[1])
-if n == 0 then redis.call('SREM', KEYS[3], ARGV[4]) end
-return n`,
+  // The presence joins and leaves of one event-loop turn, in order. KEYS: instance set,
+  // devices set, then one device hash per operation. ARGV: instance id, then per operation
+  // 'j' or 'l', socket id, uuid. Returns each operation's room count after it (a join as presenceJoin).
+  presenceBatch: `
+local out = {}
+for i = 3, #KEYS do
+  local a = 3 * (i - 3) + 2
+  local sid, uuid = ARGV[a + 1], ARGV[a + 2]
+  if ARGV[a] == 'j' then
+    redis.call('HSET', KEYS[i], sid, ARGV[1])
+    redis.call('SADD', KEYS[1], sid .. '|' .. uuid)
+    redis.call('SADD', KEYS[2], uuid)
+    out[#out + 1] = redis.call('HLEN', KEYS[i])
+  else
+    redis.call('HDEL', KEYS[i], sid)
+    redis.call('SREM', KEYS[1], sid .. '|' .. uuid)
+    local n = redis.call('HLEN', KEYS[i])
+    if n == 0 then redis.call('SREM', KEYS[2], uuid) end
+    out[#out + 1] = n
+  end
+end
+return out`,
   // Raises each KEYS[i] to ARGV[i] (never lowers it); ARGV[#KEYS + 1] is the TTL (ms).
   // A device marked 'unsure' stays so until the mark expires.
   kvRevisionsRaise: `
@@ -122,6 +138,17 @@ return out`,
 
 type ScriptName = keyof typeof LUA;
 
+/** Most presence operations sent in one script call (presenceBatch). */
+const PRESENCE_BATCH_MAX = 500;
+
+interface PresenceOp {
+  op: 'j' | 'l';
+  uuid: string;
+  socketId: string;
+  resolve(count: number): void;
+  reject(err: unknown): void;
+}
+
 /** Hashes per revocationsSince() answer. */
 const REVOCATION_PAGE = 1000;
 
@@ -147,6 +174,8 @@ export class RedisState implements SharedState {
   /** This process's own presence entries, re-registered if Redis loses them. */
   private readonly mine = new Map<string, Set<string>>();
   private subscriber?: RedisClient;
+  /** Presence joins and leaves waiting for this turn's presenceBatch call, in call order. */
+  private presenceOps: PresenceOp[] = [];
   private timer?: NodeJS.Timeout;
   /** The ping awaited after a reconnection, and its resend timer. */
   private ping?: string;
@@ -319,7 +348,7 @@ export class RedisState implements SharedState {
       this.mine.set(uuid, set);
     }
     set.add(socketId);
-    return Number(await this.joinScript(uuid, socketId));
+    return this.presenceOp('j', uuid, socketId);
   }
 
   async presenceLeave(uuid: string, socketId: string) {
@@ -328,9 +357,36 @@ export class RedisState implements SharedState {
       set.delete(socketId);
       if (set.size === 0) this.mine.delete(uuid);
     }
-    return Number(await this.run('presenceLeave',
-      [ this.key('presence', 'dev', uuid), this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices') ],
-      [ socketId, this.instanceId, `${socketId}|${uuid}`, uuid ]));
+    return this.presenceOp('l', uuid, socketId);
+  }
+
+  /**
+   * Queues a presence join or leave: those of one event-loop turn (a burst of sockets
+   * joining) go to Redis in one script call, applied in call order, each answered with the
+   * room's count right after it, as one call each would have been.
+   */
+  private presenceOp(op: 'j' | 'l', uuid: string, socketId: string): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.presenceOps.push({ op, uuid, socketId, resolve, reject });
+      if (this.presenceOps.length === 1) setImmediate(() => this.flushPresence());
+    });
+  }
+
+  private flushPresence() {
+    while (this.presenceOps.length > 0) {
+      const ops = this.presenceOps.splice(0, PRESENCE_BATCH_MAX);
+      const keys = [ this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices') ];
+      const args: string[] = [ this.instanceId ];
+      for (const o of ops) {
+        keys.push(this.key('presence', 'dev', o.uuid));
+        args.push(o.op, o.socketId, o.uuid);
+      }
+      this.run('presenceBatch', keys, args).then((counts: unknown[]) => {
+        ops.forEach((o, i) => o.resolve(Number(counts[i])));
+      }, err => {
+        for (const o of ops) o.reject(err);
+      });
+    }
   }
 
   async presenceList(): Promise<PresenceEntry[]> {
