@@ -71,6 +71,8 @@ interface DeviceFeed {
   gapTimer?: NodeJS.Timeout;
   filling: boolean;
   starting: boolean;
+  /** Joins waiting for `last` to be known (ChangeFeeds.started()). */
+  waiters: Array<() => void>;
   closed: boolean;
 }
 
@@ -150,6 +152,32 @@ export class ChangeFeeds {
     feed.catchUps.set(socket.id, { socket, sent: since ?? null, busy: true, cancelled: false });
   }
 
+  /**
+   * Resolves once the device's feed knows its starting revision (at once when it does, or
+   * when there is no feed). A socket joining without `since` starts at the feed's position
+   * when its `joined` is out; that position must predate `joined`: were the starting
+   * revision read after `joined` (a slow read), it could already count a change the client
+   * made after `joined`, and the socket would never be sent it. So `joined` waits for this.
+   * Gives up after `ms` (the read failing, e.g. the database down): false.
+   */
+  ready(uuid: string, ms: number): Promise<boolean> {
+    const feed = this.feeds.get(uuid);
+    if (!feed || feed.closed || feed.last !== null) return Promise.resolve(true);
+    return new Promise(resolve => {
+      let timer: NodeJS.Timeout | undefined;
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      timer = setTimeout(() => {
+        const i = feed.waiters.indexOf(wake);
+        if (i >= 0) feed.waiters.splice(i, 1);
+        resolve(false);
+      }, ms);
+      feed.waiters.push(wake);
+    });
+  }
+
   /** The socket's `joined` is out: it is sent what it missed, then takes the room's deliveries. */
   release(socketId: string, uuid: string) {
     const feed = this.feeds.get(uuid);
@@ -177,6 +205,7 @@ export class ChangeFeeds {
 
   private drop(feed: DeviceFeed) {
     feed.closed = true;
+    for (const wake of feed.waiters.splice(0)) wake();
     if (feed.gapTimer) clearTimeout(feed.gapTimer);
     feed.gapTimer = undefined;
     for (const c of feed.catchUps.values()) c.cancelled = true;
@@ -187,7 +216,7 @@ export class ChangeFeeds {
     if (!feed) {
       feed = {
         deviceId: device.deviceId, uuid: device.uuid, last: null, buffer: new Map(), target: 0,
-        members: new Set(), catchUps: new Map(), filling: false, starting: false, closed: false,
+        members: new Set(), catchUps: new Map(), filling: false, starting: false, closed: false, waiters: [],
       };
       this.feeds.set(device.uuid, feed);
       this.begin(feed);
@@ -232,6 +261,7 @@ export class ChangeFeeds {
     this.drain(feed);
     if (feed.buffer.size > 0) this.scheduleFill(feed);
     for (const c of [ ...feed.catchUps.values() ]) this.settle(feed, c);
+    for (const wake of feed.waiters.splice(0)) wake();
   }
 
   private offer(feed: DeviceFeed, change: KvChange) {

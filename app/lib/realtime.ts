@@ -9,6 +9,13 @@ import { requestIp } from './socketLimits';
 import { describeUserAgent, deviceNameOf } from './userAgent';
 import { hashToken } from './revocations';
 
+/**
+ * How long a join without `since` waits for its device's starting revision before it is
+ * answered all the same (the database failing): changes committed meanwhile might then
+ * reach that socket only from the next one on.
+ */
+const FEED_READY_MS = 5000;
+
 /** Tokens per query of recheckJoined(). */
 const RECHECK_CHUNK = 500;
 
@@ -319,7 +326,12 @@ export class Realtime {
     }
     holders.add(socket.id);
 
-    const connections = await this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid);
+    // A join without `since` starts at the feed's position: `joined` waits until the feed knows it (ChangeFeeds.ready()).
+    const [ connections, ready ] = await Promise.all([
+      this.count(() => this.app.sharedState.presenceJoin(uuid, socket.id), uuid),
+      since === undefined ? this.feeds.ready(uuid, FEED_READY_MS) : true,
+    ]);
+    if (!ready) this.app.logger.warn('[changes] device %s: its revision was not read within %s ms; joined without it (a change right after joined may be missed)', uuid, FEED_READY_MS);
     if (state.closed) {
       // Disconnected while we were registering: detach() has left the room; make sure.
       await this.count(() => this.app.sharedState.presenceLeave(uuid, socket.id), uuid);

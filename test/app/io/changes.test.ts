@@ -125,6 +125,51 @@ describe('test/app/io/changes.test.ts', () => {
           for (const client of [ clients[0], clients[2] ]) assert.deepStrictEqual(revisions(await nextChanges(client, 1)), [ 4 ]);
         });
 
+        it('without since, on a device new to the worker whose revision is read slowly: a change made right after joined arrives', async () => {
+          // The feed's starting revision is read when the first socket of the device joins. If
+          // that read finished after `joined` (a busy database), it counted the client's first
+          // write, and the socket started past it: the change never came (seen once under load).
+          const { device, token } = await deviceWithToken();
+          await batch(token, 2);
+          const deps = (app.realtime.feeds as unknown as { deps: { latest(ids: number[]): Promise<Map<number, number>> } }).deps;
+          const latest = deps.latest;
+          let release!: () => void;
+          const held = new Promise<void>(resolve => {
+            release = resolve;
+          });
+          let asked!: () => void;
+          const reading = new Promise<void>(resolve => {
+            asked = resolve;
+          });
+          deps.latest = async ids => {
+            if (ids.includes(device.id)) {
+              asked();
+              await held;
+            }
+            return latest.call(deps, ids);
+          };
+          try {
+            const client = await connect(combo);
+            client.send('join-token', { token });
+            await reading;
+            await new Promise(resolve => setTimeout(resolve, 300));
+            // A client that has its `joined` writes at once; the read of the revision finishes after the write.
+            if (client.named('joined').length === 0) {
+              release();
+              await client.waitFor('joined');
+            }
+            await kvSet(token, 'first');
+            release();
+            assert.deepStrictEqual(await client.expectNext('device-joined'), { uuid: device.uuid, connections: 1 });
+            assert.deepStrictEqual(await client.expectNext('joined'), joinedPayload(device.uuid, token, combo.transport));
+            const [ change ] = await nextChanges(client, 1);
+            assert.deepStrictEqual({ key: change.key, revision: change.revision }, { key: 'first', revision: 3 });
+          } finally {
+            deps.latest = latest;
+            release();
+          }
+        });
+
         it('without since (or since null): no catch-up, the live changes from the join on', async () => {
           const { device, token } = await deviceWithToken();
           await batch(token, 3);
