@@ -18,7 +18,7 @@ const path = require('path');
 const os = require('os');
 const { fork } = require('child_process');
 const { sleep, summarize, wallNow } = require('./lib/common');
-const { root, freePort, resetWorld, startServer, stopServer, clusterPids, cpuSeconds, servicePids } = require('./lib/server');
+const { root, freePort, resetWorld, benchEnv, startServer, stopServer, clusterPids, cpuSeconds, servicePids } = require('./lib/server');
 const { createDeviceWithToken, batchImport, sampleValue } = require('./lib/seed');
 
 if (process.argv[2] === 'client') {
@@ -70,11 +70,7 @@ async function main() {
   const logDir = path.join(os.tmpdir(), `ckvbench-${process.pid}`);
   const base = await startServer({
     dist, port, title, logDir,
-    env: {
-      DATABASE_URL: `mysql://root@127.0.0.1:3306/${mysqlDb}`, REDIS_URL: `redis://127.0.0.1:6379/${redisDb}`, REDIS_PREFIX: prefix,
-      TRUST_PROXY: 'false', RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', RATE_LIMIT_KV_BATCH: '0',
-      CHANGES_RETENTION: String(Math.max(1000, CHANGES)),
-    },
+    env: benchEnv({ mysqlDb, redisDb, prefix }, { RATE_LIMIT_KV_BATCH: '0', CHANGES_RETENTION: String(Math.max(1000, CHANGES)) }),
   });
   const out = [];
   try {

@@ -131,15 +131,9 @@ async function main() {
   const logDir = path.join(os.tmpdir(), `ckvbench-${process.pid}`);
   const base = await server.startServer({
     dist, port, title, logDir,
-    env: {
-      DATABASE_URL: `mysql://root@127.0.0.1:3306/${mysqlDb}`,
-      REDIS_URL: `redis://127.0.0.1:6379/${redisDb}`,
-      REDIS_PREFIX: env.BENCH_REDIS_PREFIX || 'ckvbench:',
-      TRUST_PROXY: 'false',
-      // The probe's own requests must not hit its token's quotas; the flood meets the default
-      // SOCKET_PACKET_RATE/BURST and RATE_LIMIT_TOKEN_FAILURES.
-      RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', RATE_LIMIT_EVENTS: '0',
-    },
+    // The probe's own requests must not hit its token's quotas; the flood meets the default
+    // SOCKET_PACKET_RATE/BURST and RATE_LIMIT_TOKEN_FAILURES.
+    env: server.benchEnv({ mysqlDb, redisDb }, { RATE_LIMIT_EVENTS: '0' }),
   });
   const rss = () => Object.fromEntries(server.clusterPids(title).workers.map(pid => [ pid, Math.round(server.rssKb(pid) / 1024) ]));
   try {

@@ -56,12 +56,7 @@ async function main() {
   const title = `ckvbench-joincost-${port}-${process.pid}`;
   const base = await server.startServer({
     dist, port, title, workers: 2, logDir: path.join(os.tmpdir(), `ckvbench-joincost-${process.pid}`),
-    env: {
-      DATABASE_URL: `mysql://root@127.0.0.1:3306/${mysqlDb}`, REDIS_URL: `redis://127.0.0.1:6379/${redisDb}`,
-      REDIS_PREFIX: process.env.BENCH_REDIS_PREFIX || 'ckvbench:', TRUST_PROXY: 'false',
-      RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0',
-      APP_KEYS: 'ckv-bench-keys', JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
-    },
+    env: server.benchEnv({ mysqlDb, redisDb }),
   });
   try {
     const pids = server.clusterPids(title);

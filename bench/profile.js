@@ -86,14 +86,10 @@ async function main() {
   const title = `ckvbench-profile-${port}-${process.pid}`;
   const base = await server.startServer({
     dist, port, title, workers: 2, logDir: path.join(profDir, 'logs'),
-    env: {
-      DATABASE_URL: `mysql://root@127.0.0.1:3306/${mysqlDb}`,
-      REDIS_URL: `redis://127.0.0.1:6379/${redisDb}`,
-      REDIS_PREFIX: process.env.BENCH_REDIS_PREFIX || 'ckvbench:',
-      TRUST_PROXY: 'false', RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', APP_KEYS: 'ckv-bench-keys', JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
+    env: server.benchEnv({ mysqlDb, redisDb }, {
       NODE_OPTIONS: `--require=${path.join(__dirname, 'lib', 'cpu-profiler.js')}`,
       CKV_PROFILE_DIR: profDir,
-    },
+    }),
   });
   const { workers } = server.clusterPids(title);
   try {

@@ -51,13 +51,7 @@ async function main() {
   const title = `ckvbench-relay-${port}-${process.pid}`;
   const base = await server.startServer({
     dist: cfg.dist, port, title, workers: 2, logDir: path.join(require('os').tmpdir(), title),
-    env: {
-      DATABASE_URL: `mysql://root@127.0.0.1:3306/${cfg.mysqlDb}`,
-      REDIS_URL: `redis://127.0.0.1:6379/${cfg.redisDb}`,
-      REDIS_PREFIX: 'ckvbench:', TRUST_PROXY: 'false',
-      RATE_LIMIT_IP: '0', RATE_LIMIT_KV_READ: '0', RATE_LIMIT_KV_WRITE: '0', RATE_LIMIT_EVENTS: '0',
-      APP_KEYS: 'ckv-bench-keys', JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
-    },
+    env: server.benchEnv(cfg, { RATE_LIMIT_EVENTS: '0' }),
   });
   const sockets = [];
   try {

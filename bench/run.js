@@ -69,8 +69,6 @@ const cfg = {
     snapshot: env.BENCH_MEMORY_SNAPSHOT === '1',
   },
 };
-const mysqlUrl = `mysql://root@127.0.0.1:3306/${cfg.mysqlDb}`;
-const redisUrl = `redis://127.0.0.1:6379/${cfg.redisDb}`;
 const logRoot = path.join(os.tmpdir(), `ckvbench-${process.pid}`);
 
 const log = (...args) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...args);
@@ -119,20 +117,9 @@ async function boot(label, extraEnv = {}) {
     title,
     workers: cfg.workers,
     logDir,
-    env: {
-      DATABASE_URL: mysqlUrl,
-      REDIS_URL: redisUrl,
-      REDIS_PREFIX: cfg.redisPrefix,
-      TRUST_PROXY: 'false',
-      // The benchmarks measure throughput, not the limiter: every limit that would
-      // answer 429 under this load is switched off.
-      RATE_LIMIT_IP: '0',
-      RATE_LIMIT_KV_READ: '0',
-      RATE_LIMIT_KV_WRITE: '0',
-      APP_KEYS: 'ckv-bench-keys',
-      JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
-      ...extraEnv,
-    },
+    // The benchmarks measure throughput, not the limiter: every limit that would
+    // answer 429 under this load is switched off (benchEnv).
+    env: server.benchEnv({ mysqlDb: cfg.mysqlDb, redisDb: cfg.redisDb, prefix: cfg.redisPrefix }, extraEnv),
   });
   current = { title, base, port };
   const pids = server.clusterPids(title);

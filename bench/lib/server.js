@@ -35,6 +35,27 @@ function resetWorld({ mysqlDb, redisDb }) {
 }
 
 /**
+ * The environment every benchmark starts the server with: MySQL database `mysqlDb`, Redis
+ * db `redisDb` (under `prefix`), no proxy, and the per-IP and per-token KV limits off (they
+ * would answer 429 under any load test); the production settings an operator must give
+ * (APP_KEYS, JWT_SECRET with DATABASE_URL). `extra` adds or overrides variables.
+ */
+function benchEnv({ mysqlDb, redisDb, prefix = process.env.BENCH_REDIS_PREFIX || 'ckvbench:' }, extra = {}) {
+  return {
+    DATABASE_URL: `mysql://root@127.0.0.1:3306/${mysqlDb}`,
+    REDIS_URL: `redis://127.0.0.1:6379/${redisDb}`,
+    REDIS_PREFIX: prefix,
+    TRUST_PROXY: 'false',
+    RATE_LIMIT_IP: '0',
+    RATE_LIMIT_KV_READ: '0',
+    RATE_LIMIT_KV_WRITE: '0',
+    APP_KEYS: 'ckv-bench-keys',
+    JWT_SECRET: 'ckv-bench-jwt-secret-0123456789abcdef',
+    ...extra,
+  };
+}
+
+/**
  * Starts the cluster and resolves once egg reports ready. `env` is added to this
  * process's environment (DATABASE_URL, REDIS_URL, rate limits, ...).
  */
@@ -150,4 +171,4 @@ function servicePids() {
   return { mysql: find([ 'mariadbd', 'mysqld' ]), redis: find([ 'redis-server' ]) };
 }
 
-module.exports = { root, servicePids, freePort, resetWorld, startServer, stopServer, clusterPids, rssKb, cpuSeconds };
+module.exports = { root, servicePids, freePort, resetWorld, benchEnv, startServer, stopServer, clusterPids, rssKb, cpuSeconds };
