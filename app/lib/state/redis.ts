@@ -54,14 +54,9 @@ return v`,
   codeStatus: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 return {1, redis.call('HGET', KEYS[1], 'createdAt'), redis.call('HGET', KEYS[1], 'token') or '', redis.call('PTTL', KEYS[1])}`,
-  presenceJoin: `
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-return redis.call('HLEN', KEYS[1])`,
   // The presence joins and leaves of one event-loop turn, in order. KEYS: instance set,
   // devices set, then one device hash per operation. ARGV: instance id, then per operation
-  // 'j' or 'l', socket id, uuid. Returns each operation's room count after it (a join as presenceJoin).
+  // 'j' or 'l', socket id, uuid. Returns each operation's room count after it.
   presenceBatch: `
 local out = {}
 for i = 3, #KEYS do
@@ -289,9 +284,10 @@ export class RedisState implements SharedState {
     if (!refreshed) {
       await this.client.set(alive, '1', 'PX', this.opts.ttlMs);
       await this.client.sadd(this.key('presence', 'instances'), this.instanceId);
-      for (const [ uuid, sockets ] of this.mine) {
-        for (const sid of sockets) await this.joinScript(uuid, sid);
-      }
+      // This worker's sockets again (Redis lost them, or this instance was swept): batched like joins.
+      const rejoins: Array<Promise<number>> = [];
+      for (const [ uuid, sockets ] of this.mine) for (const sid of sockets) rejoins.push(this.presenceOp('j', uuid, sid));
+      await Promise.all(rejoins);
     }
     const instances = await this.client.smembers(this.key('presence', 'instances'));
     for (const inst of instances) {
@@ -333,12 +329,6 @@ export class RedisState implements SharedState {
     const r = await this.run('codeStatus', [ this.key('dc', code) ], []) as [number, string, string, number];
     if (Number(r[0]) !== 1) return null;
     return { createdAt: Number(r[1]), token: r[2] || null, ttlMs: Number(r[3]) };
-  }
-
-  private joinScript(uuid: string, socketId: string) {
-    return this.run('presenceJoin',
-      [ this.key('presence', 'dev', uuid), this.key('presence', 'inst', this.instanceId), this.key('presence', 'devices') ],
-      [ socketId, this.instanceId, `${socketId}|${uuid}`, uuid ]);
   }
 
   async presenceJoin(uuid: string, socketId: string) {
