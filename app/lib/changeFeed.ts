@@ -71,7 +71,7 @@ interface DeviceFeed {
   gapTimer?: NodeJS.Timeout;
   filling: boolean;
   starting: boolean;
-  /** Joins waiting for `last` to be known (ChangeFeeds.started()). */
+  /** Joins waiting for `last` to be known (ChangeFeeds.ready()). */
   waiters: Array<() => void>;
   closed: boolean;
 }

@@ -11,8 +11,8 @@ import { hashToken } from './revocations';
 
 /**
  * How long a join without `since` waits for its device's starting revision before it is
- * answered all the same (the database failing): changes committed meanwhile might then
- * reach that socket only from the next one on.
+ * answered all the same (the database failing): a change committed right after that
+ * `joined` may then never reach the socket (ChangeFeeds.ready()).
  */
 const FEED_READY_MS = 5000;
 
