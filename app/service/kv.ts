@@ -1,5 +1,6 @@
 import { Service } from 'egg';
 import { DatabaseError, QueryTypes, Transaction } from 'sequelize';
+import { bumpRevision } from '../lib/deviceRevision';
 import { HttpError, notFound } from '../lib/errors';
 import type { KvChange } from '../lib/kvEvents';
 import type { TokenInfo } from '../lib/tokenCache';
@@ -223,21 +224,6 @@ export default class KvService extends Service {
   }
 
   /**
-   * Raises the device's revision by `n` and returns the first new number. The row
-   * lock taken here also serialises concurrent writes of one device, so `created`
-   * and revisions are exact.
-   */
-  private async bumpRevision(deviceId: number, n: number, transaction: Transaction): Promise<number> {
-    await this.db.query('UPDATE devices SET revision = revision + ? WHERE id = ?', {
-      replacements: [ n, deviceId ], transaction, type: QueryTypes.UPDATE,
-    });
-    const rows = await this.db.query('SELECT revision FROM devices WHERE id = ?', {
-      replacements: [ deviceId ], transaction, type: QueryTypes.SELECT, raw: true,
-    }) as Array<{ revision: number | string }>;
-    return Number(rows[0].revision) - n + 1;
-  }
-
-  /**
    * Runs a write. If it fails other than with an answer of ours (an HttpError), it may
    * have committed all the same (or may still): the device's cached values are not
    * trusted for a while (ValueCache.unsure).
@@ -268,7 +254,7 @@ export default class KvService extends Service {
     let created = false;
     let revision = 0;
     await this.writeTransaction(async transaction => {
-      revision = await this.bumpRevision(deviceId, 1, transaction);
+      revision = await bumpRevision(this.db, deviceId, 1, transaction);
       const [ affected ] = await this.db.KvEntry.update(
         { value: json, creatorIp, revision, updatedAt: now },
         { where: { deviceId, key }, transaction, silent: true },
@@ -290,7 +276,7 @@ export default class KvService extends Service {
   async remove(device: TokenInfo, key: string) {
     let change: KvChange | undefined;
     await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
-      const revision = await this.bumpRevision(device.deviceId, 1, transaction);
+      const revision = await bumpRevision(this.db, device.deviceId, 1, transaction);
       const n = await this.db.KvEntry.destroy({ where: { deviceId: device.deviceId, key }, transaction });
       if (n === 0) throw notFoundKey(key);
       change = { uuid: device.uuid, key, action: 'delete', deletedAt: new Date().toISOString(), revision };
@@ -308,7 +294,7 @@ export default class KvService extends Service {
     let existing = new Set<string>();
     let changes: KvChange[] = [];
     await this.unlessUnsure(device.deviceId, () => this.writeTransaction(async transaction => {
-      first = await this.bumpRevision(device.deviceId, entries.length, transaction);
+      first = await bumpRevision(this.db, device.deviceId, entries.length, transaction);
       const found = await this.db.KvEntry.findAll({
         attributes: [ 'key' ], where: { deviceId: device.deviceId, key: keys }, transaction, raw: true,
       }) as unknown as Array<{ key: string }>;

@@ -81,7 +81,7 @@ async function writeKeys(w: Walk, states: Map<number, DeviceState>, fresh: Sourc
   const all = [ ...fresh, ...replace ];
   if (all.length === 0) return;
   // Revisions: a device created by this pass numbers its keys 1..n; a device already here
-  // takes its next revisions, raised in its row first (as KvService.bumpRevision()).
+  // takes its next revisions, raised in its row first (bumpRevision(), app/lib/deviceRevision.ts, as the KV writes).
   const firsts = new Map<number, number>();
   const perDevice = new Map<number, number>();
   for (const k of all) {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type { Application } from 'egg';
 import { Op, Sequelize, Transaction } from 'sequelize';
 import type { Settings } from '../../../config/env';
+import { bumpRevision } from '../../lib/deviceRevision';
 import { MIGRATIONS_DIR, migrateUp, pendingMigrations } from '../../lib/migrator';
 import defineAccount from '../../model/account';
 import defineAppInstall from '../../model/appInstall';
@@ -167,11 +168,9 @@ export class Target {
     }) as unknown as KvEntryAttributes[];
   }
 
-  /** Raises a device's revision by `n` and returns the first new number (as KvService.bumpRevision()). */
-  async bumpRevision(deviceId: number, n: number, transaction: Transaction): Promise<number> {
-    await this.Device.increment('revision', { by: n, where: { id: deviceId }, transaction, silent: true });
-    const row = await this.Device.findOne({ attributes: [ 'revision' ], where: { id: deviceId }, raw: true, transaction }) as unknown as { revision: number | string };
-    return Number(row.revision) - n + 1;
+  /** Raises a device's revision by `n` and returns the first new number, as the KV writes do. */
+  bumpRevision(deviceId: number, n: number, transaction: Transaction): Promise<number> {
+    return bumpRevision(this.sequelize, deviceId, n, transaction);
   }
 
   /** Sets the revision of new devices (one statement). */
