@@ -34,14 +34,17 @@ export function tokenQuotaId(token: string): string {
 /**
  * The device behind the request's KV token (AppInstallService.lookupToken: throttled per
  * client IP, a 429 past RATE_LIMIT_TOKEN_FAILURES failed lookups). Called by the rate
- * limiter (which counts only tokens that exist) and again by kvAuth: a token found is
- * looked up again (from the worker's cache), so a revocation that arrived while the
- * limiter counted is seen; a token not found is remembered for the request, so it is
- * neither queried nor counted as a failure twice.
+ * limiter (which counts only tokens that exist) and again by kvAuth: the answer is kept for
+ * the request, so the token is looked up (and a failure counted) once, unless this worker
+ * heard of a revocation or an update meanwhile (the token cache's generation moved): then a
+ * token found is looked up again, so a revocation that arrived while the limiter counted
+ * is seen.
  */
 export async function lookupKvToken(ctx: Context, token: string): Promise<TokenInfo | null> {
-  if (ctx.state.kvTokenUnknown === token) return null;
+  const generation = ctx.app.tokenCache.generation;
+  const memo = ctx.state.kvTokenLookup as { token: string; info: TokenInfo | null; generation: number } | undefined;
+  if (memo && memo.token === token && (memo.info === null || memo.generation === generation)) return memo.info;
   const info = await ctx.service.appInstall.lookupToken(token, ctx.clientIp);
-  if (!info) ctx.state.kvTokenUnknown = token;
+  ctx.state.kvTokenLookup = { token, info, generation };
   return info;
 }

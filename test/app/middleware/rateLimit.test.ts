@@ -221,6 +221,36 @@ describe('test/app/middleware/rateLimit.test.ts', () => {
     });
   });
 
+  describe('one token lookup per request', () => {
+    it('a token the worker cannot cache is read once per request: the rate limiter and kvAuth share the answer', async () => {
+      const { token } = await deviceWithToken();
+      mm(app.tokenCache, 'set', () => undefined); // as with TOKEN_CACHE_TTL_MS=0: every request reads the database
+      await countingLookups(async lookups => {
+        await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(200);
+        assert.strictEqual(lookups(), 1);
+        await app.httpRequest().post('/kv/k').set('x-app-token', token).send({ v: 1 }).expect(200);
+        assert.strictEqual(lookups(), 2);
+      });
+    });
+
+    it('a token revoked between the rate limiter and kvAuth is refused (the limiter\'s answer is not reused after a revocation was heard)', async () => {
+      const { device, token, install } = await deviceWithToken();
+      // The uninstall lands while the limiter counts the request (its quota hit), after its lookup.
+      const hit = app.sharedState.rateHit.bind(app.sharedState);
+      let revoked = false;
+      mm(app.sharedState, 'rateHit', async (bucket: string, id: string, windowMs: number) => {
+        if (!revoked && bucket === 'kvRead') {
+          revoked = true;
+          await app.httpRequest().delete(`/apps/devices/${encodeURIComponent(device.uuid)}/uninstall/${encodeURIComponent(install.id)}`).expect(204);
+        }
+        return hit(bucket, id, windowMs);
+      });
+      overrideRateLimits({ kvRead: 100 });
+      const res = await app.httpRequest().get('/kv/_info').set('x-app-token', token).expect(401);
+      assert.deepStrictEqual(res.body, { success: false, message: '无效的token', details: null });
+    });
+  });
+
   describe('negative token cache (TOKEN_NEGATIVE_CACHE_MS)', () => {
     it('an unknown token is looked up once while remembered, and a retry does not count as another failure', async () => {
       overrideRateLimits({ tokenFailures: 2 });
