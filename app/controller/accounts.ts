@@ -2,6 +2,7 @@ import { Controller } from 'egg';
 import { notFound } from '../lib/errors';
 import { checkDevicePassword } from '../middleware/uuidAuth';
 import * as rules from '../validator/accounts';
+import { lookupUuid } from '../validator/device';
 import { isPlainObject, single } from '../validator/common';
 
 /**
@@ -84,7 +85,7 @@ export default class AccountsController extends Controller {
 
   /** GET /accounts/device/:uuid/account (no auth, as in 1.3) */
   async deviceAccount() {
-    const device = await this.service.device.findByUuid(String(this.ctx.params.uuid));
+    const device = await this.service.device.findByUuid(lookupUuid(String(this.ctx.params.uuid)));
     if (!device) throw notFound('设备不存在 #2');
     const account = await this.service.accounts.ofDevice(device);
     this.ctx.body = {

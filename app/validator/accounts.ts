@@ -1,11 +1,12 @@
 import { badRequest } from '../lib/errors';
 import { isIdentifier } from './common';
+import { lookupUuid } from './device';
 
 /** POST /accounts/devices/bind `{uuid}`. */
 export function bindUuid(v: unknown): string {
   if (v === undefined || v === null || v === '') throw badRequest('缺少设备UUID');
   if (!isIdentifier(v)) throw badRequest('设备UUID无效', { field: 'uuid' });
-  return v;
+  return lookupUuid(v);
 }
 
 /** POST /accounts/devices/unbind `{uuid}` or `{uuids:[…]}` (at most 1000): the uuids, and which form was used. */
@@ -13,11 +14,11 @@ export function unbindUuids(body: Record<string, unknown>): { uuids: string[]; m
   if (Array.isArray(body.uuids) && body.uuids.length > 0) {
     if (body.uuids.length > 1000) throw badRequest('一次最多解绑 1000 个设备', { field: 'uuids', max: 1000 });
     if (!body.uuids.every(u => isIdentifier(u))) throw badRequest('设备UUID无效', { field: 'uuids' });
-    return { uuids: [ ...new Set(body.uuids as string[]) ], many: true };
+    return { uuids: [ ...new Set((body.uuids as string[]).map(lookupUuid)) ], many: true };
   }
   if (body.uuid !== undefined && body.uuid !== null && body.uuid !== '') {
     if (!isIdentifier(body.uuid)) throw badRequest('设备UUID无效', { field: 'uuid' });
-    return { uuids: [ body.uuid ], many: false };
+    return { uuids: [ lookupUuid(body.uuid) ], many: false };
   }
   throw badRequest('请提供要解绑的设备UUID');
 }

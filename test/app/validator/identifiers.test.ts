@@ -34,6 +34,23 @@ describe('test/app/validator/identifiers.test.ts', () => {
       const count = await app.model.Device.count();
       assert.strictEqual(count, 1);
     });
+
+    it('400 on the account routes too: bind, unbind (uuid and uuids) and GET /accounts/device/:uuid/account', async () => {
+      const signedIn = await app.mockContext().service.accounts.signIn('local', {
+        providerId: 'identifiers', email: null, name: 'identifiers', avatarUrl: null, raw: { sub: 'identifiers' },
+      });
+      const auth = `Bearer ${signedIn.accessToken}`;
+      const cases: Array<[string, () => PromiseLike<{ status: number; body: unknown }>]> = [
+        [ 'bind', () => app.httpRequest().post('/accounts/devices/bind').set('Authorization', auth).send({ uuid: 'a\u0000b' }) ],
+        [ 'unbind uuid', () => app.httpRequest().post('/accounts/devices/unbind').set('Authorization', auth).send({ uuid: 'a\u0000b' }) ],
+        [ 'unbind uuids', () => app.httpRequest().post('/accounts/devices/unbind').set('Authorization', auth).send({ uuids: [ 'ok', 'a\nb' ] }) ],
+        [ 'device account', () => app.httpRequest().get('/accounts/device/a%00b/account') ],
+      ];
+      for (const [ name, send ] of cases) {
+        const res = await send();
+        assert.deepStrictEqual([ res.status, res.body ], [ 400, UUID ], name);
+      }
+    });
   });
 
   describe('install id, app id and namespace with a control character', () => {
