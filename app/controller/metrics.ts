@@ -1,7 +1,7 @@
 import { Controller } from 'egg';
 import { HttpError } from '../lib/errors';
 import { Metrics } from '../lib/metrics';
-import { sameSecret } from '../lib/secret';
+import { bearerToken, sameSecret } from '../lib/secret';
 
 /** Operations endpoints: `GET /metrics` and `GET /ready` (CONTRACT §6.5). */
 export default class MetricsController extends Controller {
@@ -23,8 +23,7 @@ export default class MetricsController extends Controller {
   }
 
   private authorized(expected: string): boolean {
-    const header = this.ctx.get('authorization');
-    const bearer = /^Bearer\s+(.+)$/i.exec(header)?.[1]?.trim();
+    const bearer = bearerToken(this.ctx.get('authorization'));
     if (bearer && sameSecret(bearer, expected)) return true;
     const query = this.ctx.query.token;
     return typeof query === 'string' && query !== '' && sameSecret(query, expected);

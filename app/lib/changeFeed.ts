@@ -125,11 +125,6 @@ export class ChangeFeeds {
     this.feeds.clear();
   }
 
-  /** Devices with a feed here (tests, metrics). */
-  size() {
-    return this.feeds.size;
-  }
-
   /** A committed change, from this worker or another one. */
   receive(change: KvChange) {
     const feed = this.feeds.get(change.uuid);

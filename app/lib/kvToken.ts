@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import type { Context } from 'egg';
 import { isPlainObject } from '../validator/common';
+import { bearer } from './accountJwt';
 import type { TokenInfo } from './tokenCache';
 
 export type TokenSource = 'header' | 'bearer' | 'query.token' | 'query.apptoken' | 'body.token' | 'body.apptoken';
@@ -12,9 +13,8 @@ export type TokenSource = 'header' | 'bearer' | 'query.token' | 'query.apptoken'
 export function extractKvToken(ctx: Context): { token: string; source: TokenSource } | undefined {
   const header = ctx.get('x-app-token');
   if (header) return { token: header, source: 'header' };
-  const auth = ctx.get('authorization');
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-  if (bearer) return { token: bearer[1], source: 'bearer' };
+  const token = bearer(ctx.get('authorization'));
+  if (token) return { token, source: 'bearer' };
   const q = ctx.query as Record<string, string | undefined>;
   if (typeof q.token === 'string' && q.token) return { token: q.token, source: 'query.token' };
   if (typeof q.apptoken === 'string' && q.apptoken) return { token: q.apptoken, source: 'query.apptoken' };

@@ -2,10 +2,11 @@ import { Service } from 'egg';
 import { Op, UniqueConstraintError } from 'sequelize';
 import { HttpError, badRequest, forbidden, notFound, unauthorized } from '../lib/errors';
 import {
-  AccessClaims, AccessTokenError, hashRefreshToken, newRefreshToken, refreshTokenAccountId, sameHash,
+  AccessClaims, AccessTokenError, hashRefreshToken, newRefreshToken, refreshTokenAccountId,
   signAccessToken, verifyAccessToken,
 } from '../lib/accountJwt';
 import type { OAuthUser } from '../lib/oauth';
+import { sameSecret } from '../lib/secret';
 import type { AccountAttributes } from '../model/account';
 import type { DeviceAttributes } from '../model/device';
 import { newInstallId } from './appInstall';
@@ -131,7 +132,7 @@ export default class AccountsService extends Service {
     const account = await this.find(accountId);
     if (!account) throw unauthorized('账户不存在');
     const hash = hashRefreshToken(token);
-    if (!account.refreshTokenHash || !sameHash(account.refreshTokenHash, hash)) throw unauthorized('无效的刷新令牌');
+    if (!account.refreshTokenHash || !sameSecret(account.refreshTokenHash, hash)) throw unauthorized('无效的刷新令牌');
     if (!account.refreshTokenExpiry || new Date(account.refreshTokenExpiry).getTime() <= Date.now()) throw unauthorized('刷新令牌已过期');
     const refreshToken = await this.newRefresh(account, hash);
     if (!refreshToken) throw unauthorized('无效的刷新令牌');

@@ -293,13 +293,6 @@ export abstract class SqlSource {
     }));
   }
 
-  /** How many keys each device with an id in [lo, hi] has. */
-  async keyCounts(lo: number, hi: number): Promise<Map<number, number>> {
-    const rows = await this.query(
-      `SELECT ${this.q('deviceId')} AS d, COUNT(*) AS n FROM ${this.q('KVStore')} WHERE ${this.q('deviceId')} BETWEEN ? AND ? GROUP BY ${this.q('deviceId')}`, [ lo, hi ]);
-    return new Map(rows.map(r => [ Number(r.d), Number(r.n) ]));
-  }
-
   /** The keys of the devices with ids in [lo, hi], in (deviceId, key) order, `pageSize` at a time. */
   async* keys(lo: number, hi: number, pageSize: number): AsyncGenerator<SourceKey[]> {
     const d = this.q('deviceId');

@@ -58,10 +58,6 @@ export class Target {
     this.DeviceLog = defineDeviceLog(app);
   }
 
-  get dialect(): string {
-    return this.sequelize.getDialect();
-  }
-
   /** Where the target is, without credentials. */
   describe(): string {
     const db = this.settings.database;
