@@ -9,7 +9,7 @@ import type { OAuthUser } from '../lib/oauth';
 import { sameSecret } from '../lib/secret';
 import type { AccountAttributes } from '../model/account';
 import type { DeviceAttributes } from '../model/device';
-import { newInstallId } from './appInstall';
+import { uuidv7 } from '../lib/uuidv7';
 
 /** Access tokens with fewer seconds left than this get a fresh one in `X-New-Access-Token`. */
 export const RENEW_BELOW_SEC = 300;
@@ -107,7 +107,7 @@ export default class AccountsService extends Service {
     let row = await this.ctx.model.Account.findOne({ where });
     if (!row) {
       try {
-        row = await this.ctx.model.Account.create({ id: newInstallId(), ...where, ...fields, tokenVersion: 1 });
+        row = await this.ctx.model.Account.create({ id: uuidv7(), ...where, ...fields, tokenVersion: 1 });
       } catch (err) {
         // The same user signing in twice at once: the other request created it.
         if (!(err instanceof UniqueConstraintError)) throw err;

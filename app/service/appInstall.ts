@@ -1,9 +1,9 @@
-import crypto from 'node:crypto';
 import { Service } from 'egg';
 import { describeError, notFound } from '../lib/errors';
 import { newToken } from '../lib/password';
 import { failureThrottle } from '../lib/throttle';
 import type { TokenInfo } from '../lib/tokenCache';
+import { uuidv7 } from '../lib/uuidv7';
 import type { AppInstallAttributes } from '../model/appInstall';
 import type { DeviceAttributes } from '../model/device';
 
@@ -24,38 +24,13 @@ export interface TokenKind {
   isReadOnly?: boolean;
 }
 
-let lastMs = 0;
-let seq = 0;
-
-/**
- * Install ids: UUID version 7 (RFC 9562), time-ordered. Within this process ids are
- * strictly increasing (a 12-bit counter orders ids minted in the same millisecond),
- * so "newest first" is exact even for installs made in the same millisecond.
- */
-export function newInstallId(now = Date.now()): string {
-  if (now <= lastMs) {
-    seq += 1;
-    if (seq > 0xfff) {
-      lastMs += 1;
-      seq = 0;
-    }
-  } else {
-    lastMs = now;
-    seq = 0;
-  }
-  const time = lastMs.toString(16).padStart(12, '0');
-  const rand = crypto.randomBytes(8);
-  rand[0] = 0x80 + (rand[0] % 0x40); // RFC 9562 variant bits (10xxxxxx)
-  const r = rand.toString('hex');
-  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${seq.toString(16).padStart(3, '0')}-${r.slice(0, 4)}-${r.slice(4, 16)}`;
-}
 
 /** App installs: the KV tokens of a device. */
 export default class AppInstallService extends Service {
   /** A new install (KV token) of `appId` on the device; `kind` sets its deviceType and read-only flag (§6.2). */
   async install(device: DeviceAttributes, appId: string, note: string | null, kind: TokenKind = {}) {
     const row = (await this.ctx.model.AppInstall.create({
-      id: newInstallId(),
+      id: uuidv7(),
       deviceId: device.id,
       appId,
       token: newToken(),

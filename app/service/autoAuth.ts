@@ -6,7 +6,7 @@ import { hashPassword, verifyPassword } from '../lib/password';
 import type { AutoAuthConfigAttributes } from '../model/autoAuthConfig';
 import type { DeviceAttributes } from '../model/device';
 import type { ConfigInput } from '../validator/autoAuth';
-import { newInstallId } from './appInstall';
+import { uuidv7 } from '../lib/uuidv7';
 
 /**
  * Most auto-auth configs one device may have. A login with a password verifies it against
@@ -117,7 +117,7 @@ export default class AutoAuthService extends Service {
       if (configs.length >= MAX_CONFIGS) throw tooManyConfigs();
       if (await samePassword(changedSince(seen, configs), password)) throw badRequest('该密码的自动授权配置已存在');
       return this.db.AutoAuthConfig.create({
-        id: newInstallId(),
+        id: uuidv7(),
         deviceId: device.id,
         password: hash,
         deviceType: input.deviceType ?? null,

@@ -3,7 +3,7 @@ import { QueryTypes, UniqueConstraintError } from 'sequelize';
 import { conflict, badRequest, forbidden, notFound } from '../lib/errors';
 import { hashPassword, verifyPassword } from '../lib/password';
 import type { DeviceAttributes } from '../model/device';
-import { newInstallId } from './appInstall';
+import { uuidv7 } from '../lib/uuidv7';
 
 /** Devices: registration, names, passwords, and who is online. */
 export default class DeviceService extends Service {
@@ -82,7 +82,7 @@ export default class DeviceService extends Service {
     const d = await this.ctx.model.transaction(async transaction => {
       const row = (await this.ctx.model.Device.create({ uuid, name, namespace }, { transaction })).get({ plain: true });
       await this.ctx.model.AutoAuthConfig.create({
-        id: newInstallId(), deviceId: row.id, password: null, deviceType: 'classroom', isReadOnly: false,
+        id: uuidv7(), deviceId: row.id, password: null, deviceType: 'classroom', isReadOnly: false,
       }, { transaction });
       return row;
     });

@@ -2,7 +2,7 @@ import { Service } from 'egg';
 import type { Socket } from 'socket.io';
 import type { SocketChannel } from '../lib/realtime';
 import type { HistoryRecord } from './changes';
-import { newInstallId as uuidV7 } from './appInstall';
+import { uuidv7 as uuidV7 } from '../lib/uuidv7';
 
 export interface SenderInfo {
   appId: string;

@@ -1,6 +1,6 @@
-import crypto from 'node:crypto';
 import type { Transaction } from 'sequelize';
 import { hashPassword, verifyPassword } from '../../lib/password';
+import { uuidv7 } from '../../lib/uuidv7';
 import type { DeviceAttributes } from '../../model/device';
 import { walkAccounts } from './accounts';
 import { walkKeys } from './keys';
@@ -45,15 +45,6 @@ export interface ImporterOptions {
   onCommit?: (revisions: Array<{ deviceId: number; revision: number }>, tokens: string[]) => Promise<void>;
   /** Progress: devices and keys walked in this pass. */
   onProgress?: (mode: Mode, devices: number, keys: number) => void;
-}
-
-/** A time-ordered UUID (version 7) for the default configs, like the server's config ids (not loading egg for it). */
-function uuidv7(): string {
-  const time = Date.now().toString(16).padStart(12, '0');
-  const r = crypto.randomBytes(10);
-  r[2] = 0x80 + (r[2] % 0x40);
-  const h = r.toString('hex');
-  return `${time.slice(0, 8)}-${time.slice(8, 12)}-7${h.slice(0, 3)}-${h.slice(4, 8)}-${h.slice(8, 20)}`;
 }
 
 export class Importer {

@@ -1,7 +1,7 @@
 import assert from 'node:assert';
 import { app } from 'egg-mock/bootstrap';
 import { createDevice, installApp, ISO_MS } from '../../support/factories';
-import { newInstallId } from '../../../app/service/appInstall';
+import { uuidv7 } from '../../../app/lib/uuidv7';
 
 const err = (message: string, details: unknown = null) => ({ success: false, message, details });
 const TOKEN = /^[0-9a-f]{64}$/;
@@ -148,10 +148,10 @@ describe('test/app/controller/apps.test.ts', () => {
     });
   });
 
-  describe('newInstallId()', () => {
+  describe('uuidv7() (install ids)', () => {
     it('gives time-ordered UUIDv7 ids, strictly increasing even within one millisecond', () => {
       const now = Date.now();
-      const ids = Array.from({ length: 50 }, () => newInstallId(now));
+      const ids = Array.from({ length: 50 }, () => uuidv7(now));
       for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
       assert.deepStrictEqual([ ...ids ].sort(), ids);
       assert.strictEqual(new Set(ids).size, ids.length);
