@@ -317,12 +317,20 @@ describe('test/app/controller/accounts.test.ts', () => {
       assert.ok(expiresIn > 890 && expiresIn <= 900);
     });
 
-    it('[POST /accounts/logout] revokes this access token and the refresh token; another access token lives on', async () => {
+    it('[POST /accounts/logout] revokes this access token (on every route that takes one) and the refresh token; another access token lives on', async () => {
       const a = await signIn();
       const other = await signAccessToken(secret(), { accountId: a.id, tokenVersion: 1, provider: 'local' }, 900);
+      const device = await createDevice({ password: 'pw-1' });
+      await app.httpRequest().post('/accounts/devices/bind').set('authorization', bearer(a.access)).set('x-device-password', 'pw-1')
+        .send({ uuid: device.uuid }).expect(200);
       const res = await app.httpRequest().post('/accounts/logout').set('authorization', bearer(a.access)).expect(200);
       assert.deepStrictEqual(res.body, { success: true, message: '登出成功' });
       assert.deepStrictEqual((await app.httpRequest().get('/accounts/profile').set('authorization', bearer(a.access)).expect(401)).body, INVALID);
+      assert.deepStrictEqual((await app.httpRequest().get(`/auto-auth/devices/${enc(device.uuid)}/auth-configs`)
+        .set('authorization', bearer(a.access)).expect(401)).body, INVALID);
+      assert.deepStrictEqual((await app.httpRequest().post(`/apps/devices/${enc(device.uuid)}/install/x`)
+        .set('authorization', bearer(a.access)).send({}).expect(401)).body, INVALID);
+      await app.httpRequest().get(`/auto-auth/devices/${enc(device.uuid)}/auth-configs`).set('authorization', bearer(other)).expect(200);
       assert.deepStrictEqual((await app.httpRequest().post('/accounts/refresh').send({ refresh_token: a.refresh }).expect(401)).body, err('无效的刷新令牌'));
       await app.httpRequest().get('/accounts/profile').set('authorization', bearer(other)).expect(200);
     });
