@@ -218,6 +218,10 @@ export class Realtime {
       return;
     }
     if (!info) return; // uninstalled meanwhile: its revocation removes it
+    // Now another device's token (an import that replaced it, CONTRACT.md §9): for the device
+    // its sockets joined, it is revoked (they get `left`, and may join again with it).
+    const joinedTo = this.uuidOf(token);
+    if (joinedTo !== undefined && joinedTo !== info.uuid) return this.revoke(token, joinedTo);
     for (const socketId of this.byToken.get(token) ?? []) {
       const tokens = this.sockets.get(socketId)?.state.tokens;
       // Map.set on an existing key keeps its place: the most recent join stays the most recent.

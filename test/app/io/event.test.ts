@@ -615,6 +615,20 @@ describe('test/app/io/event.test.ts', () => {
       assert.deepStrictEqual(sent.sent.senderInfo, info);
       assert.deepStrictEqual((await received(a, 'chat', sent.eventId)).senderInfo, info);
     });
+
+    it('the token now belongs to another device (an import replaced it): its sockets leave the old device\'s room (left token_revoked)', async () => {
+      const from = await createDevice();
+      const to = await createDevice();
+      const token = await installKind(from, { appId: 'moved-app' });
+      const client = await joined('v4', 'websocket', token);
+      const mark = client.mark();
+      // What the import's overwrite does: the token's row now names the other device; then the bus message.
+      const toRow = await app.model.Device.findOne({ where: { uuid: to.uuid }, raw: true }) as unknown as { id: number };
+      await app.model.AppInstall.update({ deviceId: toRow.id }, { where: { token } });
+      await app.sharedState.publish({ type: 'token-updated', token });
+      assert.deepStrictEqual(await client.waitFor('left', () => true, { since: mark }), { by: 'token', uuid: from.uuid, reason: 'token_revoked' });
+      assert.strictEqual(app.realtime.channelOf(serverSocketOf(client)), undefined);
+    });
   });
 
   describe('[logs] no KV token and no event content in the log files', () => {
